@@ -93,12 +93,17 @@ _SAFE_GLOBALS: dict[tuple[str, str], Any] = {
 }
 
 
+# Python 2 names that protocol-2 pickles (torch's default) use for the same modules.
+_PY2_MODULES = {"__builtin__": "builtins", "copy_reg": "copyreg"}
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self._stand_ins: dict[tuple[str, str], type] = {}
 
     def find_class(self, module: str, name: str) -> Any:
+        module = _PY2_MODULES.get(module, module)
         key = (module, name)
         if key in _SAFE_GLOBALS:
             return _SAFE_GLOBALS[key]

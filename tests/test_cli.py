@@ -1,0 +1,26 @@
+"""The `masn` command line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from pipeline.cli import main
+
+
+def test_console_script_lists_subcommands():
+    script = Path(sys.executable).with_name("masn")
+    result = subprocess.run([script, "--help"], capture_output=True, text=True, check=True)
+    assert "bench" in result.stdout
+
+
+def test_bench_model_prints_the_report_as_json(capsys):
+    assert main(["bench", "model", "--steps", "1", "--warmup", "0", "--cases", "count"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["benchmark"] == "model_training_step" and report["size"] == "small"
+    (result,) = report["results"]
+    assert result["task"] == "count" and result["batch"] == 32
+    assert result["samples_per_s"] > 0 and result["peak_memory_mb"] > 0
+    assert report["official_h100_samples_per_s"] == {"frameqa": 477, "count": 486, "action": 54}

@@ -1,0 +1,1 @@
+"""Published weights: manifest, verified downloads, converters into our modules, safe loading."""
