@@ -16,7 +16,9 @@ _EXP_ONE_ULP_UP = (float.fromhex("-0x1.ba18aap-1"), float.fromhex("-0x1.e825e6p+
 
 
 @lru_cache(maxsize=64)
-def _table(length: int, dim: int) -> Tensor:
+def _table(length: int, dim: int, device: torch.device) -> Tensor:
+    if device.type != "cpu":
+        return _table(length, dim, torch.device("cpu")).to(device)
     exponent = torch.arange(0, dim, 2, dtype=torch.float32) * -(math.log(10000.0) / dim)
     frequency = torch.exp(exponent.double()).float()
     for value in _EXP_ONE_ULP_UP:
@@ -32,7 +34,7 @@ def _table(length: int, dim: int) -> Tensor:
 def sinusoid_table(length: int, dim: int, device: torch.device | None = None) -> Tensor:
     """(length, dim) float32 table: sin (even columns), cos (odd) of ``pos / 10000^(2i/dim)``.
 
-    Always computed on the CPU (GPU sin/cos round differently) and cached, so every device and
-    both numerics modes see the very values the official model's float32 buffers hold.
+    Always computed on the CPU (GPU sin/cos round differently) and cached per device, so every
+    device and both numerics modes see the values the official model's float32 buffers hold.
     """
-    return _table(length, dim).to(device)
+    return _table(length, dim, torch.device(device or "cpu"))

@@ -92,26 +92,33 @@ class MASN(nn.Module):
         lengths: Tensor,
         return_attention: bool = False,
     ) -> MASNOutput:
-        """tokens (B, S) and lengths (B,), or (B, C, S) and (B, C) for multiple choice."""
+        """tokens (B, S) and lengths (B,), or (B, C, S) and (B, C) for multiple choice.
+
+        Lengths may stay on the CPU (no host synchronisation either way). Word features keep the
+        full token width S; padded words are masked wherever they could matter.
+        """
         config = self.config
         batch, frames, objects = video.appearance_objects.shape[:3]
+        device = video.boxes.device
         candidates = self._check_question(tokens, lengths, batch)
-        tokens, lengths = tokens.reshape(batch * candidates, -1), lengths.reshape(-1)
+        width = tokens.shape[-1]
+        tokens = tokens.to(device, non_blocking=True).reshape(batch * candidates, width)
+        lengths = lengths.to(device, non_blocking=True).reshape(-1)
+        video_lengths = video.lengths.to(device, non_blocking=True)
 
         words, sentence = self.question(tokens, lengths)
-        length = words.shape[1]
-        word_mask = length_mask(lengths, tokens.shape[1], reference=config.reference)[:, :length]
-        frame_mask = length_mask(video.lengths, frames, reference=config.reference)
+        word_mask = length_mask(lengths, width, reference=config.reference)
+        frame_mask = length_mask(video_lengths, frames, reference=config.reference)
         node_mask = frame_mask.repeat_interleave(objects, dim=1)
 
         dtype = words.dtype
-        temporal = sinusoid_table(frames, config.location_dim, video.boxes.device).to(dtype)
+        temporal = sinusoid_table(frames, config.location_dim, device).to(dtype)
         temporal = (temporal * frame_mask.unsqueeze(-1)).unsqueeze(2).expand(-1, -1, objects, -1)
         location = torch.cat([self.box_encoding(video.boxes), temporal.to(dtype)], dim=-1)
-        position = sinusoid_table(frames, config.hidden, video.boxes.device)
+        position = sinusoid_table(frames, config.hidden, device)
 
-        grouped_words = words.view(batch, candidates, length, -1)
-        grouped_mask = word_mask.view(batch, candidates, length)
+        grouped_words = words.view(batch, candidates, width, -1)
+        grouped_mask = word_mask.view(batch, candidates, width)
         inputs = {
             "appearance": (video.appearance, video.appearance_objects),
             "motion": (video.motion, video.motion_objects),
@@ -129,7 +136,7 @@ class MASN(nn.Module):
                 grouped_mask,
             )
             rows.append(grounded.flatten(0, 1))
-        u = torch.cat(rows, dim=1)  # B*C, streams*L, d
+        u = torch.cat(rows, dim=1)  # B*C, streams*S, d
         row_mask = word_mask.repeat(1, len(rows))
 
         alpha, attention = None, {}
@@ -163,12 +170,14 @@ class MASN(nn.Module):
             )
         if tokens.shape[0] != batch:
             raise ValueError(f"{tokens.shape[0]} questions for {batch} videos")
-        lengths_cpu = lengths.cpu()
-        if lengths_cpu.min() < 1 or lengths_cpu.max() > tokens.shape[-1]:
-            raise ValueError(
-                f"question lengths must lie in [1, {tokens.shape[-1]}] (the token width); "
-                f"got {lengths_cpu.min().item()}..{lengths_cpu.max().item()}"
-            )
+        width = tokens.shape[-1]
+        message = f"question lengths must lie in [1, {width}] (the token width)"
+        if lengths.device.type == "cpu":
+            low, high = int(lengths.min()), int(lengths.max())
+            if low < 1 or high > width:
+                raise ValueError(f"{message}; got {low}..{high}")
+        else:  # checked on the device, without waiting for it
+            torch._assert_async(((lengths >= 1) & (lengths <= width)).all(), message)
         return tokens.shape[1] if multiple_choice else 1
 
     def _summed_rows(

@@ -39,7 +39,6 @@ def _prefix_table() -> list[tuple[str, str]]:
     table = [
         ("glove.", "question.embedding."),
         ("embedding_proj.1.", "question.input_proj."),
-        ("sentence_encoder.rnn.", "question.lstm."),
         ("sentence_encoder.compress_output.", "question.word_proj."),
         ("sentence_encoder.compress_hn_bi.", "question.sentence_proj."),
         ("bbox_location_encoding.", "box_encoding."),
@@ -54,6 +53,11 @@ def _prefix_table() -> list[tuple[str, str]]:
         ("motion_appr_fusion.norm.a_2", "fusion.norm.weight"),
         ("motion_appr_fusion.norm.b_2", "fusion.norm.bias"),
     ]
+    # The bi-LSTM's directions are two LSTMs here; "_reverse" first, its prefix is longer.
+    for tensor in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+        rnn = f"sentence_encoder.rnn.{tensor}_l0"
+        table += [(f"{rnn}_reverse", f"question.backward_lstm.{tensor}_l0")]
+        table += [(rnn, f"question.forward_lstm.{tensor}_l0")]
     for theirs, ours in _FUSION.items():
         src, dst = f"motion_appr_fusion.{theirs}_", f"fusion.attentions.{ours}."
         table += [

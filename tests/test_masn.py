@@ -347,7 +347,7 @@ def test_fusion_attention_maps_respect_stream_keys():
     tokens, lengths = make_questions([5, 8])
     with torch.no_grad():
         maps = model(video, tokens, lengths, return_attention=True).attention
-    half = 8  # longest question
+    half = WIDTH  # word rows per stream: the token width
     assert maps["appearance"][..., half:].abs().max() == 0
     assert maps["motion"][..., :half].abs().max() == 0
     for name, attention in maps.items():
