@@ -111,10 +111,9 @@ class MASN(nn.Module):
         frame_mask = length_mask(video_lengths, frames, reference=config.reference)
         node_mask = frame_mask.repeat_interleave(objects, dim=1)
 
-        dtype = words.dtype
-        temporal = sinusoid_table(frames, config.location_dim, device).to(dtype)
+        temporal = sinusoid_table(frames, config.location_dim, device).to(words.dtype)
         temporal = (temporal * frame_mask.unsqueeze(-1)).unsqueeze(2).expand(-1, -1, objects, -1)
-        location = torch.cat([self.box_encoding(video.boxes), temporal.to(dtype)], dim=-1)
+        location = torch.cat([self.box_encoding(video.boxes), temporal], dim=-1)
         position = sinusoid_table(frames, config.hidden, device)
 
         grouped_words = words.view(batch, candidates, width, -1)

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from model.config import MASNConfig, Task
 from model.masn import MASN, VideoFeatures
-from model.unpickle import load_module_pickle, module_state_dict
+from model.unpickle import UnsafeCheckpointError, load_module_pickle, module_state_dict
 
 OFFICIAL_TASKS: dict[str, Task] = {
     "Count": "count",
@@ -174,10 +174,13 @@ def read_official_checkpoint(path: str | Path) -> dict[str, Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        loaded = load_module_pickle(path)
-    except RuntimeError as error:
+        try:
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:  # not a plain state dict: a pickled module
+            loaded = load_module_pickle(path)
+    except UnsafeCheckpointError:
+        raise
+    except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError) as error:
         raise ValueError(f"{path} is not a readable torch checkpoint ({error})") from None
     state = _unwrap(loaded)
     if not any(key.endswith("h_mat_v") for key in state):

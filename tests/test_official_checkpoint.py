@@ -170,8 +170,15 @@ def test_missing_or_unreadable_files(tmp_path):
         load_official(tmp_path / "absent.pth", "FrameQA")
     junk = tmp_path / "junk.pth"
     junk.write_bytes(os.urandom(256))
-    with pytest.raises((ValueError, pickle.UnpicklingError)):
+    with pytest.raises(ValueError, match="not a readable torch checkpoint"):
         load_official(junk, "FrameQA")
+    for legacy in (False, True):
+        whole = tmp_path / f"whole_{legacy}.pth"
+        save_official_checkpoint(_official_model(), whole, legacy=legacy)
+        truncated = tmp_path / f"truncated_{legacy}.pth"
+        truncated.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+        with pytest.raises(ValueError, match=f"{truncated.name} is not a readable"):
+            load_official(truncated, "FrameQA")
     other = tmp_path / "other.pth"
     torch.save({"layer.weight": torch.zeros(2, 2)}, other)
     with pytest.raises(ValueError, match="no official MASN weights"):
