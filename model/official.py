@@ -180,8 +180,10 @@ def read_official_checkpoint(path: str | Path) -> dict[str, Tensor]:
             loaded = load_module_pickle(path)
     except UnsafeCheckpointError:
         raise
-    except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError) as error:
-        raise ValueError(f"{path} is not a readable torch checkpoint ({error})") from None
+    except Exception as error:  # a damaged pickle can fail in any of the unpickler's steps
+        raise ValueError(
+            f"{path} is not a readable torch checkpoint ({type(error).__name__}: {error})"
+        ) from None
     state = _unwrap(loaded)
     if not any(key.endswith("h_mat_v") for key in state):
         raise ValueError(f"{path} holds no official MASN weights (no BAN attention tensors)")
