@@ -1,0 +1,103 @@
+"""Test videos written with PyAV: flat-grey-coded pictures, GIFs, VFR stamps, audio-only files.
+
+Each picture's left half is a flat grey whose level encodes the source frame index, so a test
+can tell which source frame was chosen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+WIDTH, HEIGHT = 160, 120
+LEVEL = 8  # grey step per source frame; clips have at most 31 frames
+
+
+def picture(index: int) -> np.ndarray:
+    """RGB frame: grey level LEVEL * index on the left, a red square moving on the right."""
+    image = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
+    image[:, : WIDTH // 2] = LEVEL * index
+    x = WIDTH // 2 + (index * 7) % (WIDTH // 2 - 24)
+    image[40:80, x : x + 24] = (230, 30, 30)
+    return image
+
+
+def source_index(frame: np.ndarray) -> int:
+    """The source frame a decoded picture came from (inverse of ``picture``)."""
+    return round(float(frame[10:-10, 10 : WIDTH // 2 - 10].mean()) / LEVEL)
+
+
+@dataclass(frozen=True)
+class Clip:
+    path: Path
+    pts: tuple[float, ...]  # seconds of each source frame
+
+    @property
+    def duration(self) -> float:
+        gaps = np.diff(self.pts)
+        return self.pts[-1] + float(np.median(gaps))
+
+
+def write_clip(
+    path: Path,
+    codec: str,
+    rate: int,
+    stamps: list[int],
+    container_format: str | None = None,
+    options: dict[str, str] | None = None,
+    noise: bool = False,
+) -> Clip:
+    """Encode pictures 0.. at pts ``stamps`` (units of 1/rate s)."""
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w", format=container_format, options=options or {}) as container:
+        stream = container.add_stream(codec, rate=rate)
+        stream.width, stream.height = WIDTH, HEIGHT
+        stream.pix_fmt = "yuv420p"
+        for index, stamp in enumerate(stamps):
+            image = picture(index)
+            if noise:
+                image = rng.integers(0, 256, image.shape, dtype=np.uint8)
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts, frame.time_base = stamp, Fraction(1, rate)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return Clip(path, tuple(stamp / rate for stamp in stamps))
+
+
+def write_gif(path: Path, count: int, rate: int) -> Clip:
+    """A pal8 GIF with a grey palette (index j is grey level j) at ``rate`` frames per second."""
+    palette = np.zeros((256, 4), np.uint8)  # ARGB
+    palette[:, 0] = 255
+    palette[:, 1:] = np.arange(256, dtype=np.uint8)[:, None]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("gif", rate=rate)
+        stream.width, stream.height = WIDTH, HEIGHT
+        stream.pix_fmt = "pal8"
+        for index in range(count):
+            indices = picture(index)[:, :, 0].copy()  # grey stays grey; the square becomes 230
+            frame = av.VideoFrame.from_ndarray((indices, palette), format="pal8")
+            frame.pts, frame.time_base = index, Fraction(1, rate)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return Clip(path, tuple(index / rate for index in range(count)))
+
+
+def write_audio(path: Path) -> None:
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("aac", rate=16000)
+        for index in range(10):
+            frame = av.AudioFrame.from_ndarray(
+                np.zeros((1, 1024), np.float32), format="fltp", layout="mono"
+            )
+            frame.sample_rate, frame.pts = 16000, index * 1024
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+
+
+def vfr_stamps(count: int) -> list[int]:
+    """Alternating 1/30 s and 1/10 s gaps, in units of 1/90 s."""
+    return [0, *np.cumsum([3 if i % 2 == 0 else 9 for i in range(count - 1)]).tolist()]
