@@ -26,6 +26,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/masn bench model
+	$(BIN)/masn bench extract
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

@@ -1,4 +1,7 @@
-"""The `masn` command line: one entry point, one subcommand per job."""
+"""The `masn` command line: one entry point, one subcommand per job.
+
+Each subcommand imports its machinery only when it runs, so `masn --help` stays instant.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,99 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+
+
+def _extract(args: argparse.Namespace) -> int:
+    from extract.command import default_workers, run_extraction
+    from extract.config import ExtractionConfig
+    from extract.detector import DetectorConfig
+    from extract.runner import RunOptions
+    from extract.sharding import Shard
+    from extract.store import merge_stores
+
+    if args.merge:
+        merge_stores(args.merge, args.out)
+        return 0
+    if args.videos is None:
+        raise SystemExit("masn extract: --videos DIR is required (or --merge SHARD ...)")
+    sizes = {"min_size": args.min_size, "max_size": args.max_size, "post_nms_top_n": args.proposals}
+    detector = DetectorConfig(**{name: value for name, value in sizes.items() if value is not None})
+    config = ExtractionConfig(
+        i3d=args.i3d,
+        detector=detector,
+        precision=args.precision,
+        feature_dtype=args.feature_dtype,
+    )
+    workers = args.workers if args.workers is not None else default_workers(Shard.from_env())
+    options = RunOptions(args.device, args.batch_size, workers, args.decoder)
+    return run_extraction(
+        args.videos,
+        args.dataset,
+        args.out,
+        config,
+        options,
+        args.weights,
+        args.random_weights,
+        args.mapping,
+    )
+
+
+def _add_extract(commands: argparse._SubParsersAction) -> None:
+    extract = commands.add_parser(
+        "extract",
+        help="raw videos -> MASN features (HDF5 store); torchrun for several GPUs",
+        description="Extract detector, ResNet-152 and I3D features of every video under "
+        "--videos into --out. Reruns skip stored videos; undecodable videos are recorded in "
+        "OUT.failures.jsonl. Under torchrun each rank writes a shard and rank 0 merges them.",
+    )
+    extract.add_argument("--videos", type=Path, help="folder of videos")
+    extract.add_argument(
+        "--dataset",
+        choices=["folder", "msvd", "msrvtt", "tgif"],
+        default="folder",
+        help="file naming -> video keys (folder: relative paths)",
+    )
+    extract.add_argument("--out", type=Path, required=True, help="feature store (.h5)")
+    source = extract.add_mutually_exclusive_group()
+    source.add_argument("--weights", type=Path, help="folder of converted weights (make weights)")
+    source.add_argument(
+        "--random-weights", action="store_true", help="random networks, for smoke runs only"
+    )
+    extract.add_argument("--mapping", type=Path, help="MSVD youtube_mapping.txt (default: bundled)")
+    extract.add_argument("--decoder", choices=["pyav", "decord"], default="pyav")
+    extract.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1")
+    extract.add_argument("--batch-size", type=int, default=8, help="sampled frames per batch")
+    extract.add_argument("--workers", type=int, help="decode processes (default: from CPU count)")
+    extract.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    extract.add_argument("--i3d", choices=["nonlocal", "pytorchvideo"], default="nonlocal")
+    extract.add_argument("--feature-dtype", choices=["float16", "float32"], default="float16")
+    smoke = "; smaller values only for quick smoke runs"
+    extract.add_argument("--min-size", type=int, help=f"detector short side (600{smoke})")
+    extract.add_argument("--max-size", type=int, help=f"detector long-side cap (1000{smoke})")
+    extract.add_argument("--proposals", type=int, help=f"RPN proposals kept (300{smoke})")
+    extract.add_argument(
+        "--merge", type=Path, nargs="+", metavar="SHARD", help="only join shard stores into --out"
+    )
+    extract.set_defaults(run=_extract)
+
+
+def _show(args: argparse.Namespace) -> int:
+    from extract.show import show
+
+    show(args.video, args.store, args.out, args.decoder)
+    return 0
+
+
+def _add_show(commands: argparse._SubParsersAction) -> None:
+    show = commands.add_parser(
+        "show", help="draw a video's sampled frames with boxes, labels and attributes"
+    )
+    show.add_argument("video", help="video key in the store, or the video's path")
+    show.add_argument("--store", type=Path, required=True)
+    show.add_argument("--out", type=Path, required=True, help="PNG to write")
+    show.add_argument("--decoder", choices=["pyav", "decord"], default="pyav")
+    show.set_defaults(run=_show)
 
 
 def _bench_model(args: argparse.Namespace) -> int:
@@ -25,14 +121,17 @@ def _bench_model(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="masn",
-        description="MASN video question answering: features, training, evaluation, answers.",
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+def _bench_extract(args: argparse.Namespace) -> int:
+    from extract.bench import run_extract_bench
 
+    report = run_extract_bench(
+        args.device, args.size, args.batch_size, args.workers, args.precision
+    )
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def _add_bench(commands: argparse._SubParsersAction) -> None:
     bench = commands.add_parser("bench", help="benchmarks that print JSON")
     benches = bench.add_subparsers(dest="bench", metavar="BENCH", required=True)
     model = benches.add_parser(
@@ -58,6 +157,30 @@ def build_parser() -> argparse.ArgumentParser:
         default=["frameqa", "count", "action"],
     )
     model.set_defaults(run=_bench_model)
+
+    extraction = benches.add_parser(
+        "extract", help="extraction sampled frames/s end to end and for the detector alone"
+    )
+    extraction.add_argument("--device", default="auto")
+    extraction.add_argument(
+        "--size", choices=["full", "small"], help="full: Caffe sizes (GPU default); small: CPU"
+    )
+    extraction.add_argument("--batch-size", type=int, default=8)
+    extraction.add_argument("--workers", type=int, default=2)
+    extraction.add_argument("--precision", choices=["fp32", "bf16"], help="default: bf16 on GPU")
+    extraction.set_defaults(run=_bench_extract)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="masn",
+        description="MASN video question answering: features, training, evaluation, answers.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_extract(commands)
+    _add_show(commands)
+    _add_bench(commands)
     return parser
 
 

@@ -1,0 +1,115 @@
+"""The three vision networks of extraction, run together on batches of sampled frames."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from extract.config import ExtractionConfig
+from extract.detector import Detector
+from extract.i3d import MotionFeatures
+from extract.resnet import GlobalAppearance
+
+log = logging.getLogger(__name__)
+
+# Converted weight files in a weights folder (written by `masn weights fetch`).
+WEIGHT_FILES = {"detector": "detector.pt", "resnet152": "resnet152.pt", "i3d": "i3d.pt"}
+RANDOM_SEED = 0
+
+
+@dataclass
+class FrameFeatures:
+    """Per sampled frame (B frames, N boxes): every stream of the feature store, as tensors."""
+
+    appearance: Tensor  # B, 2048
+    appearance_objects: Tensor  # B, N, 2048
+    motion: Tensor  # B, 2048
+    motion_objects: Tensor  # B, N, 2048
+    boxes: Tensor  # B, N, 4 pixels
+    object_labels: Tensor
+    object_scores: Tensor
+    attribute_labels: Tensor
+    attribute_scores: Tensor
+
+
+class FeatureNetworks(nn.Module):
+    """VG detector + ResNet-152 + I3D; ``weights`` names what each was loaded from."""
+
+    def __init__(self, config: ExtractionConfig):
+        super().__init__()
+        self.config = config
+        self.detector = Detector(config.detector)
+        self.appearance = GlobalAppearance()
+        self.motion = MotionFeatures(config.i3d)
+        self.weights: dict[str, str] = {}
+
+    @classmethod
+    def random(cls, config: ExtractionConfig, seed: int = RANDOM_SEED) -> FeatureNetworks:
+        """Randomly initialised networks, identical in every process (same seed)."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            networks = cls(config)
+        networks.weights = {name: f"random (seed {seed})" for name in WEIGHT_FILES}
+        return networks.eval()
+
+    @classmethod
+    def load(cls, config: ExtractionConfig, folder: str | Path) -> FeatureNetworks:
+        """Networks with the converted published weights found in ``folder``."""
+        folder = Path(folder)
+        missing = [f for f in WEIGHT_FILES.values() if not (folder / f).is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"{folder} lacks {', '.join(missing)}: run `make weights` (or `masn weights "
+                "fetch`) to download and convert them, or pass --random-weights for a smoke run"
+            )
+        networks = cls(config)
+        targets = {
+            "detector": networks.detector,
+            "resnet152": networks.appearance,
+            "i3d": networks.motion,
+        }
+        for name, file in WEIGHT_FILES.items():
+            path = folder / file
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            targets[name].load_state_dict(state, strict=True)
+            networks.weights[name] = hashlib.sha256(path.read_bytes()).hexdigest()
+        return networks.eval()
+
+    def _autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
+        if self.config.precision == "bf16":
+            return torch.autocast(device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    @torch.inference_mode()
+    def forward(
+        self,
+        images: Tensor,
+        scales: Sequence[float],
+        frames: Tensor,
+        clips: Tensor,
+        sizes: Tensor,
+    ) -> FrameFeatures:
+        """images (B, 3, H, W) detector inputs of one size; frames (B, S, S, 3) and clips
+        (B, L, S, S, 3) uint8; sizes (B, 2) original (width, height)."""
+        with self._autocast(images.device):
+            detections = self.detector(images, scales)
+            appearance = self.appearance(frames)
+            motion, motion_objects = self.motion(clips, detections.boxes, sizes)
+        return FrameFeatures(
+            appearance=appearance.float(),
+            appearance_objects=detections.features,
+            motion=motion,
+            motion_objects=motion_objects,
+            boxes=detections.boxes,
+            object_labels=detections.object_labels,
+            object_scores=detections.object_scores,
+            attribute_labels=detections.attribute_labels,
+            attribute_scores=detections.attribute_scores,
+        )
