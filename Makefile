@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test test-fast lint bench clean
+.PHONY: setup test test-fast lint bench weights extract clean
 
 setup: $(STAMP)
 
@@ -23,6 +23,17 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# The paper's weights (VG detector, I3D, ResNet-152, GloVe 42B): downloaded, verified, converted.
+weights: $(STAMP)
+	$(BIN)/masn weights fetch $(NAMES)
+
+# make extract DATASET=msvd VIDEOS=/data/msvd/videos [OUT=features/msvd.h5] [ARGS=...]
+DATASET ?= folder
+OUT ?= features/$(DATASET).h5
+extract: $(STAMP)
+	@test -n "$(VIDEOS)" || { echo "usage: make extract DATASET=msvd VIDEOS=/path/to/videos"; exit 2; }
+	$(BIN)/masn extract --dataset $(DATASET) --videos $(VIDEOS) --out $(OUT) $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/masn bench model

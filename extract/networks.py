@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,11 +15,10 @@ from extract.config import ExtractionConfig
 from extract.detector import Detector
 from extract.i3d import MotionFeatures
 from extract.resnet import GlobalAppearance
+from weights.installed import ROLE_FILES, read_installed
 
 log = logging.getLogger(__name__)
 
-# Converted weight files in a weights folder (written by `masn weights fetch`).
-WEIGHT_FILES = {"detector": "detector.pt", "resnet152": "resnet152.pt", "i3d": "i3d.pt"}
 RANDOM_SEED = 0
 
 
@@ -56,30 +54,29 @@ class FeatureNetworks(nn.Module):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             networks = cls(config)
-        networks.weights = {name: f"random (seed {seed})" for name in WEIGHT_FILES}
+        networks.weights = {role: f"random (seed {seed})" for role in ROLE_FILES}
         return networks.eval()
 
     @classmethod
     def load(cls, config: ExtractionConfig, folder: str | Path) -> FeatureNetworks:
-        """Networks with the converted published weights found in ``folder``."""
+        """Networks with the converted published weights installed in ``folder``."""
         folder = Path(folder)
-        missing = [f for f in WEIGHT_FILES.values() if not (folder / f).is_file()]
-        if missing:
-            raise FileNotFoundError(
-                f"{folder} lacks {', '.join(missing)}: run `make weights` (or `masn weights "
-                "fetch`) to download and convert them, or pass --random-weights for a smoke run"
-            )
         networks = cls(config)
         targets = {
             "detector": networks.detector,
             "resnet152": networks.appearance,
             "i3d": networks.motion,
         }
-        for name, file in WEIGHT_FILES.items():
-            path = folder / file
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            targets[name].load_state_dict(state, strict=True)
-            networks.weights[name] = hashlib.sha256(path.read_bytes()).hexdigest()
+        for role, module in targets.items():
+            state, record = read_installed(folder, role)
+            if role == "i3d" and record.layout != config.i3d:
+                raise ValueError(
+                    f"the installed I3D ({record.source}) has the {record.layout} layout but "
+                    f"--i3d {config.i3d} was asked for: pass --i3d {record.layout} or fetch the "
+                    "other I3D"
+                )
+            module.load_state_dict(state, strict=True)
+            networks.weights[role] = record.describe()
         return networks.eval()
 
     def _autocast(self, device: torch.device) -> contextlib.AbstractContextManager:

@@ -1,4 +1,4 @@
-"""Scale-out: each rank (torchrun, SLURM) extracts a deterministic share into its own shard store."""
+"""Scale-out: each rank (torchrun, SLURM) extracts a deterministic share into its own shard."""
 
 from __future__ import annotations
 
@@ -53,7 +53,8 @@ def shard_paths(out: Path, world: int) -> list[Path]:
     """The shard stores of a run (the store itself when there is one rank)."""
     if world == 1:
         return [out]
-    return [out.with_name(f"{out.stem}.shard-{r:04d}-of-{world:04d}{out.suffix}") for r in range(world)]
+    name = f"{out.stem}.shard-{{:04d}}-of-{world:04d}{out.suffix}"
+    return [out.with_name(name.format(rank)) for rank in range(world)]
 
 
 def can_synchronise() -> bool:

