@@ -98,7 +98,7 @@ def run_extract_bench(
     spec = SIZES[size]
     precision = precision or ("bf16" if target.type == "cuda" else "fp32")
     config = ExtractionConfig(detector=spec["detector"], precision=precision)
-    networks = FeatureNetworks.random(config).to(target)
+    networks = FeatureNetworks.random(config).to_device(target)
     with tempfile.TemporaryDirectory() as folder:
         videos = Path(folder) / "videos"
         videos.mkdir()

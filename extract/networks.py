@@ -79,6 +79,14 @@ class FeatureNetworks(nn.Module):
             networks.weights[role] = record.describe()
         return networks.eval()
 
+    def to_device(self, device: torch.device) -> FeatureNetworks:
+        """Moves the networks; on a GPU the 2-D ones also switch to channels_last."""
+        self.to(device)
+        if device.type == "cuda":
+            self.detector.to(memory_format=torch.channels_last)
+            self.appearance.to(memory_format=torch.channels_last)
+        return self
+
     def _autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
         if self.config.precision == "bf16":
             return torch.autocast(device.type, dtype=torch.bfloat16)
@@ -95,6 +103,8 @@ class FeatureNetworks(nn.Module):
     ) -> FrameFeatures:
         """images (B, 3, H, W) detector inputs of one size; frames (B, S, S, 3) and clips
         (B, L, S, S, 3) uint8; sizes (B, 2) original (width, height)."""
+        if images.is_cuda:
+            images = images.contiguous(memory_format=torch.channels_last)
         with self._autocast(images.device):
             detections = self.detector(images, scales)
             appearance = self.appearance(frames)

@@ -11,6 +11,7 @@ importing lets users train on the authors' released features.
 from __future__ import annotations
 
 import contextlib
+import csv
 import logging
 import os
 import re
@@ -255,3 +256,26 @@ def _warn_skipped(keys: list[str], reason: str) -> None:
     if keys:
         examples = ", ".join(map(repr, keys[:_EXAMPLES]))
         log.warning("leaving out %d videos that %s (e.g. %s)", len(keys), reason, examples)
+
+
+def read_key_map(path: str | os.PathLike[str]) -> dict[str, str]:
+    """Our key -> official key, from a two-column TSV or from TGIF-QA question files.
+
+    A TGIF-QA file (tab-separated with a header naming ``gif_name`` and ``key``) maps each GIF
+    name to its ``key``; any other file is read as ``our_key<TAB>official_key`` lines.
+    """
+    path = Path(path)
+    with path.open(encoding="utf-8", newline="") as file:
+        rows = list(csv.reader(file, delimiter="\t"))
+    if not rows:
+        raise ValueError(f"{path} is empty; expected our_key<TAB>official_key lines")
+    header = rows[0]
+    if "gif_name" in header and "key" in header:
+        name, key = header.index("gif_name"), header.index("key")
+        return {row[name]: row[key] for row in rows[1:] if len(row) > max(name, key)}
+    mapping = {}
+    for line, row in enumerate(rows, start=1):
+        if len(row) != 2:
+            raise ValueError(f"{path}:{line}: expected our_key<TAB>official_key, got {row!r}")
+        mapping[row[0]] = row[1]
+    return mapping

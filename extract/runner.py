@@ -221,7 +221,7 @@ def extract_features(
         summary.skipped = len(sources) - len(todo)
         if summary.skipped:
             log.info("%d of %d videos are already in %s", summary.skipped, len(sources), store)
-        networks = networks.to(device)
+        networks = networks.to_device(device)
         loader = DataLoader(
             _VideoInputs(todo, config, options.decoder),
             batch_size=None,

@@ -119,6 +119,42 @@ def _add_weights(commands: argparse._SubParsersAction) -> None:
     listing.set_defaults(run=_weights_list)
 
 
+def _features(args: argparse.Namespace) -> int:
+    from extract.official_layout import export_official, import_official, read_key_map
+
+    key_map = read_key_map(args.key_map) if args.key_map else None
+    if args.action == "export-official":
+        export_official(args.store, args.folder, args.dataset, key_map)
+    else:
+        import_official(args.folder, args.dataset, args.store, key_map, args.skip_incomplete)
+    return 0
+
+
+def _add_features(commands: argparse._SubParsersAction) -> None:
+    features = commands.add_parser(
+        "features", help="convert between our feature store and the official MASN files"
+    )
+    actions = features.add_subparsers(dest="action", metavar="ACTION", required=True)
+    key_help = (
+        "our key -> official key: a TGIF-QA question file (gif_name -> key) or a two-column TSV"
+    )
+    export = actions.add_parser("export-official", help="store -> the four official HDF5 files")
+    export.add_argument("store", type=Path)
+    export.add_argument("folder", type=Path, help="where to write the four files")
+    imported = actions.add_parser(
+        "import-official", help="the four official HDF5 files (e.g. the authors') -> a store"
+    )
+    imported.add_argument("folder", type=Path, help="folder holding the four files")
+    imported.add_argument("store", type=Path)
+    imported.add_argument(
+        "--skip-incomplete", action="store_true", help="drop videos missing from some files"
+    )
+    for action in (export, imported):
+        action.add_argument("--dataset", choices=["tgif", "msvd", "msrvtt"], required=True)
+        action.add_argument("--key-map", type=Path, help=key_help)
+        action.set_defaults(run=_features)
+
+
 def _show(args: argparse.Namespace) -> int:
     from extract.show import show
 
@@ -212,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_extract(commands)
     _add_show(commands)
+    _add_features(commands)
     _add_weights(commands)
     _add_bench(commands)
     return parser

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -56,3 +57,29 @@ def test_training_step_never_waits_for_the_gpu(case):
         step()
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+def test_cuda_extraction_matches_cpu(tmp_path):
+    from extract.bench import write_video
+    from extract.config import ExtractionConfig
+    from extract.detector import DetectorConfig
+    from extract.networks import FeatureNetworks
+    from extract.runner import RunOptions, extract_features
+    from extract.sources import list_videos
+    from extract.store import FeatureStore
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    write_video(videos / "clip.mp4", 2.0, (240, 320))
+    config = ExtractionConfig(detector=DetectorConfig(min_size=240, max_size=400))
+    stores = {}
+    for device in ("cpu", "cuda"):
+        stores[device] = tmp_path / f"{device}.h5"
+        options = RunOptions(device, batch_size=2, workers=0)
+        networks = FeatureNetworks.random(config)
+        extract_features(list_videos(videos, "folder"), stores[device], config, networks, options)
+    with FeatureStore(stores["cpu"]) as cpu, FeatureStore(stores["cuda"]) as cuda:
+        a, b = cpu.read("clip.mp4"), cuda.read("clip.mp4")
+    np.testing.assert_allclose(a.appearance, b.appearance, rtol=1e-2, atol=1e-2)
+    np.testing.assert_allclose(a.motion, b.motion, rtol=1e-2, atol=1e-2)
+    assert (a.boxes.shape, b.boxes.shape) == ((3, 10, 4), (3, 10, 4))
