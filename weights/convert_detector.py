@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from weights.source_tensors import (
+    NORM_FIELDS,
     ConversionError,
     Shape,
     SourceTensors,
@@ -42,7 +43,6 @@ ATTRIBUTES = 401  # 400 attributes + "no attribute"
 ANCHOR_SIZES = 4
 ANCHOR_RATIOS = 3
 ANCHORS = ANCHOR_SIZES * ANCHOR_RATIOS
-NORM_FIELDS = ("weight", "bias", "running_mean", "running_var")
 RPN = "proposal_generator.rpn_head"
 PREDICTOR = "roi_heads.box_predictor"
 CELL_ANCHORS = "proposal_generator.anchor_generator.cell_anchors.0"

@@ -38,7 +38,6 @@ STAGES = (
 )
 STEM = (64, 3, 5, 7, 7)
 CAFFE2_BN = {"s": "weight", "b": "bias", "rm": "running_mean", "riv": "running_var"}
-NORM_FIELDS = ("weight", "bias", "running_mean", "running_var")
 
 CAFFE2_MODEL = (
     "the video-nonlocal-net I3D ResNet-50 Caffe2 pickle (i3d_baseline_32x2_IN_pretrain_400k.pkl)"
@@ -127,12 +126,7 @@ def convert_pytorchvideo_i3d(path: str | Path) -> StateDict:
     out: StateDict = {}
 
     def conv_norm(conv: str, norm: str, shape: Shape) -> None:
-        out[f"network.{conv}.weight"] = source.take(f"{conv}.weight", shape)
-        for field in NORM_FIELDS:
-            out[f"network.{norm}.{field}"] = source.take(f"{norm}.{field}", shape[:1])
-        counter = f"{norm}.num_batches_tracked"
-        count = source.take(counter, ()) if counter in source else torch.tensor(0)
-        out[f"network.{counter}"] = count
+        out.update({f"network.{k}": v for k, v in source.conv_norm(conv, norm, shape).items()})
 
     conv_norm("blocks.0.conv", "blocks.0.norm", STEM)
     for _, _, stage, i, conv_a, conv_b, conv_c, shortcut in _blocks():

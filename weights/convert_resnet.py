@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from weights.source_tensors import (
     ConversionError,
     Shape,
@@ -30,7 +28,6 @@ MODEL = (
 UNUSED = (Unused(r"fc\.(weight|bias)", "ImageNet classifier; our backbone's fc is an Identity"),)
 # (blocks, bottleneck width) of layer1..layer4
 LAYERS = ((3, 64), (8, 128), (36, 256), (3, 512))
-NORM_FIELDS = ("weight", "bias", "running_mean", "running_var")
 
 
 def convert_torchvision_resnet(path: str | Path) -> StateDict:
@@ -46,12 +43,7 @@ def convert_torchvision_resnet(path: str | Path) -> StateDict:
     out: StateDict = {}
 
     def conv_bn(conv: str, norm: str, shape: Shape) -> None:
-        out[f"backbone.{conv}.weight"] = source.take(f"{conv}.weight", shape)
-        for field in NORM_FIELDS:
-            out[f"backbone.{norm}.{field}"] = source.take(f"{norm}.{field}", shape[:1])
-        counter = f"{norm}.num_batches_tracked"
-        count = source.take(counter, ()) if counter in source else torch.tensor(0)
-        out[f"backbone.{counter}"] = count
+        out.update({f"backbone.{k}": v for k, v in source.conv_norm(conv, norm, shape).items()})
 
     conv_bn("conv1", "bn1", (64, 3, 7, 7))
     inputs = 64

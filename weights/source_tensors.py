@@ -27,6 +27,7 @@ from weights.safe_pickle import UnsafePickleError, load_pickle
 log = logging.getLogger(__name__)
 
 StateDict = dict[str, Tensor]
+NORM_FIELDS = ("weight", "bias", "running_mean", "running_var")  # a BatchNorm's tensors
 Shape = tuple[int, ...]
 
 
@@ -131,6 +132,19 @@ class SourceTensors:
                 f"expected key {key!r} with shape {shape}, found shape {tuple(value.shape)}"
             )
         return value.float() if value.is_floating_point() else value
+
+    def conv_norm(self, conv: str, norm: str, shape: Shape) -> StateDict:
+        """A convolution's weight and its BatchNorm under their own names.
+
+        A BatchNorm batch counter (``num_batches_tracked``) the file lacks (torchvision V1,
+        Tushar-N's conversion) is filled with 0, as a strict load into our BatchNorm needs it.
+        """
+        taken = {f"{conv}.weight": self.take(f"{conv}.weight", shape)}
+        for field in NORM_FIELDS:
+            taken[f"{norm}.{field}"] = self.take(f"{norm}.{field}", shape[:1])
+        counter = f"{norm}.num_batches_tracked"
+        taken[counter] = self.take(counter, ()) if counter in self else torch.tensor(0)
+        return taken
 
     def finish(self) -> None:
         """Checks that every tensor not taken is documented as unused, and logs what is dropped."""
