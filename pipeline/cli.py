@@ -261,7 +261,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    return args.run(args)
+    try:
+        return args.run(args)
+    except (FileNotFoundError, KeyError, ValueError) as error:
+        # Bad input or setup: the message says what to do; -v shows where it came from.
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        logging.getLogger("masn").error("%s", message, exc_info=args.verbose)
+        return 2
 
 
 if __name__ == "__main__":

@@ -24,3 +24,11 @@ def test_bench_model_prints_the_report_as_json(capsys):
     assert result["task"] == "count" and result["batch"] == 32
     assert result["samples_per_s"] > 0 and result["peak_memory_mb"] > 0
     assert report["official_h100_samples_per_s"] == {"frameqa": 477, "count": 486, "action": 54}
+
+
+def test_setup_errors_end_with_a_message_not_a_traceback(tmp_path, caplog, monkeypatch):
+    monkeypatch.setenv("MASN_WEIGHTS_DIR", str(tmp_path / "no-weights-here"))
+    (tmp_path / "clip.mp4").write_bytes(b"")  # listed, never decoded: the weights are missing
+    code = main(["extract", "--videos", str(tmp_path), "--out", str(tmp_path / "x.h5")])
+    assert code == 2
+    assert "make weights" in caplog.text and "Traceback" not in caplog.text
