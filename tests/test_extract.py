@@ -38,7 +38,7 @@ SAMPLES = REPO / "data" / "sample" / "videos"
 SMALL = ExtractionConfig(detector=DetectorConfig(min_size=96, max_size=160, post_nms_top_n=12))
 SMALL_FLAGS = ["--min-size", "96", "--max-size", "160", "--proposals", "12"]
 GOOD = {"bigbuckbunny.mp4", "cityCC0.mpg", "bunny.gif", "bunny.avi", "bunny.mkv", "vfr.mp4"}
-GOOD |= {"single.mp4"}
+GOOD |= {"single.mp4", "bunny.webm"}
 BAD = {"empty.mp4": "empty file", "notes.mp4": "not a video", "sound.mp4": "no video stream"}
 BAD |= {"truncated.mp4": "truncated or corrupt"}
 
@@ -69,6 +69,7 @@ def collection(tmp_path_factory: pytest.TempPathFactory) -> Path:
     transcode(bunny, folder / "bunny.gif", "gif", 1.2)
     transcode(bunny, folder / "bunny.avi", "mpeg4", 1.0)
     transcode(bunny, folder / "bunny.mkv", "libx264", 1.0)
+    transcode(bunny, folder / "bunny.webm", "libvpx", 1.0)
     write_clip(folder / "vfr.mp4", "libx264", 90, vfr_stamps(12))
     write_clip(folder / "single.mp4", "libx264", 25, [0])
     (folder / "empty.mp4").write_bytes(b"")
