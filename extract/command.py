@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
-
-import torch
 
 from extract.config import ExtractionConfig
 from extract.networks import FeatureNetworks
-from extract.runner import RunOptions, extract_features
+from extract.runner import RunOptions, extract_features, resolve_device
 from extract.sharding import Shard, merge_when_all_done
 from extract.sources import list_videos
 
@@ -60,9 +59,7 @@ def run_extraction(
         if weights is None:
             raise ValueError("pass --weights DIR (converted weights) or --random-weights")
         networks = FeatureNetworks.load(config, weights)
-    if options.device == "auto":
-        device = f"cuda:{shard.local_rank}" if torch.cuda.is_available() else "cpu"
-        options = RunOptions(device, options.batch_size, options.workers, options.decoder)
+    options = replace(options, device=str(resolve_device(options.device, shard.local_rank)))
     store = shard.store_path(out)
     summary = extract_features(mine, store, config, networks, options)
     rate = summary.sampled_frames / summary.seconds if summary.seconds else 0.0

@@ -63,9 +63,10 @@ class RunSummary:
         return self.stored + self.skipped > 0
 
 
-def resolve_device(device: str) -> torch.device:
+def resolve_device(device: str, local_rank: int = 0) -> torch.device:
+    """``auto``: this rank's GPU (``cuda:local_rank``) when CUDA is available, else the CPU."""
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
 
 
