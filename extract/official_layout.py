@@ -5,25 +5,28 @@ The official loaders open four HDF5 files per dataset, each keyed by the officia
 ResNet appearance (T, 2048), I3D motion (T, 2048), the detector file with groups
 ``image_features`` (T, 10, 2048) and ``spatial_features`` (T, 10, 6), and I3D RoIAlign motion
 objects (T, 10, 2048), all float32. Exporting hands our features to the official code;
-importing lets users train on the authors' released features.
+importing lets users train on the authors' released features, and ``OfficialFeatures`` reads
+them in place with the reading interface of ``FeatureStore`` (``open_features`` opens either).
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import difflib
 import logging
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import h5py
 import numpy as np
 
 from extract.store import (
+    FIELDS,
     REQUIRED_FIELDS,
     FeatureDtype,
     FeatureStore,
@@ -227,14 +230,7 @@ def _complete_keys(
     """Official keys present in all files with one T; reports (or raises on) the others."""
     everywhere = {field: set(table) for field, table in tables.items()}
     keys = sorted(set().union(*everywhere.values()))
-    problems = []
-    for field, present in everywhere.items():
-        absent = [key for key in keys if key not in present]
-        if absent:
-            file, group = _SOURCES[field]
-            where = getattr(files, file) + (f"/{group}" if group else "")
-            examples = ", ".join(absent[:_EXAMPLES])
-            problems.append(f"{len(absent)} missing from {where} (e.g. {examples})")
+    problems = _missing_report(everywhere, keys, files)
     complete = [key for key in keys if all(key in present for present in everywhere.values())]
     uneven = {}
     for key in complete:
@@ -250,6 +246,27 @@ def _complete_keys(
             raise ValueError(f"{report}. Pass skip_incomplete=True to import only the others")
         log.warning("skipping incomplete videos: %s", report)
     return [key for key in complete if key not in uneven]
+
+
+def _missing_report(
+    everywhere: Mapping[str, set[str]], keys: list[str], files: OfficialFiles
+) -> list[str]:
+    """One line per field table that lacks some of ``keys``: count, file, examples."""
+    problems = []
+    for field, present in everywhere.items():
+        absent = [key for key in keys if key not in present]
+        if absent:
+            problems.append(
+                f"{len(absent)} missing from {_where(field, files)} "
+                f"(e.g. {', '.join(absent[:_EXAMPLES])})"
+            )
+    return problems
+
+
+def _where(field: str, files: OfficialFiles) -> str:
+    """The file (and group) holding ``field``, e.g. ``tgif_btup_f_obj10.hdf5/image_features``."""
+    file, group = _SOURCES[field]
+    return getattr(files, file) + (f"/{group}" if group else "")
 
 
 def _warn_skipped(keys: list[str], reason: str) -> None:
@@ -279,3 +296,214 @@ def read_key_map(path: str | os.PathLike[str]) -> dict[str, str]:
             raise ValueError(f"{path}:{line}: expected our_key<TAB>official_key, got {row!r}")
         mapping[row[0]] = row[1]
     return mapping
+
+
+_FILE_ATTRS = ("appearance", "motion", "objects", "motion_objects")
+
+
+class OfficialFeatures:
+    """Reads the four official files of one dataset in place, like a ``FeatureStore``.
+
+    Only videos present in all four files (and in ``spatial_features``) are listed. The files
+    are opened on first access in each process (HDF5 handles must not cross a fork) and the
+    object pickles without them, so it works in DataLoader worker processes. Records carry the
+    five MASN fields only: the official files have no pixel boxes, labels, scores or times.
+    """
+
+    def __init__(self, folder: str | os.PathLike[str], dataset: str):
+        self.path = Path(folder)
+        self.dataset = dataset
+        self.files = official_files(dataset)
+        if not self.path.is_dir():
+            raise FileNotFoundError(
+                f"no folder {self.path}; expected one holding the official {dataset} files "
+                f"{', '.join(self.files.names())}"
+            )
+        _check_present(self.path, dataset, self.files)
+        with h5py.File(self.path / self.files.appearance, "r", locking=False) as file:
+            first = next(iter(file), None)
+            item = file.get(first) if first is not None else None
+            dtype = item.dtype.name if isinstance(item, h5py.Dataset) else "float32"
+        self.feature_dtype: str = dtype
+        self._handles: dict[str, h5py.File] | None = None
+        self._tables: dict[str, h5py.Group] | None = None
+        self._pid: int | None = None
+        self._identity: dict[str, tuple[int, int]] | None = None
+        self._keys: list[str] | None = None
+        self._key_set: frozenset[str] = frozenset()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_handles": None, "_tables": None, "_pid": None}
+
+    def __enter__(self) -> OfficialFeatures:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"OfficialFeatures({str(self.path)!r}, {self.dataset!r})"
+
+    def keys(self) -> list[str]:
+        """Keys of the videos in all four files, in the appearance file's order."""
+        if self._keys is None:
+            tables = self._open()
+            everywhere = {field: set(table) for field, table in tables.items()}
+            order = list(tables["appearance"])
+            keys = [key for key in order if all(key in present for present in everywhere.values())]
+            every = sorted(set().union(*everywhere.values()))
+            if len(keys) < len(every):
+                log.warning(
+                    "%s: leaving out %d of %d videos not in all four official files: %s",
+                    self.path,
+                    len(every) - len(keys),
+                    len(every),
+                    "; ".join(_missing_report(everywhere, every, self.files)),
+                )
+            self._keys, self._key_set = keys, frozenset(keys)
+        return list(self._keys)
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, str):
+            return False
+        if self._keys is None:
+            self.keys()
+        return key in self._key_set
+
+    def __len__(self) -> int:
+        if self._keys is None:
+            self.keys()
+        return len(self._key_set)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+    def num_frames(self, key: str) -> int:
+        """T, the number of sampled frames of ``key`` (from the appearance shape, no data read)."""
+        self._check_key(key)
+        return int(self._open()["appearance"][key].shape[0])
+
+    def read(self, key: str, fields: Iterable[str] | None = None) -> VideoRecord:
+        """The video's record; only ``fields`` are read (all when None), the others are None.
+
+        Raises ValueError when the four files disagree on T for ``key``.
+        """
+        wanted = FIELDS if fields is None else tuple(fields)
+        unknown = sorted(set(wanted) - set(FIELDS))
+        if unknown:
+            raise ValueError(f"unknown field(s) {unknown}; choose from {list(FIELDS)}")
+        self._check_key(key)
+        datasets = {field: table[key] for field, table in self._open().items()}
+        lengths = {field: dataset.shape[0] for field, dataset in datasets.items()}
+        if len(set(lengths.values())) > 1:
+            found = ", ".join(f"{_where(field, self.files)}: {n}" for field, n in lengths.items())
+            raise ValueError(
+                f"video {key!r} has different numbers of frames T across the official files in "
+                f"{self.path} ({found}); re-extract it or leave it out"
+            )
+        arrays = {field: datasets[field][()] for field in wanted if field in datasets}
+        return VideoRecord(key=key, **arrays)
+
+    def close(self) -> None:
+        """Closes this process's handles (a later access reopens them)."""
+        if self._handles is not None and self._pid == os.getpid():
+            for handle in self._handles.values():
+                handle.close()
+        self._handles = self._tables = None
+
+    def _open(self) -> dict[str, h5py.Group]:
+        """Field -> its table (file or group), opened once per process."""
+        if self._tables is None or self._pid != os.getpid():
+            # Handles inherited through fork belong to the parent: leave them alone.
+            handles: dict[str, h5py.File] = {}
+            try:
+                for name in _FILE_ATTRS:
+                    handles[name] = h5py.File(
+                        self.path / getattr(self.files, name), "r", locking=False
+                    )
+                identity = {
+                    name: _identity(handle.id.get_vfd_handle()) for name, handle in handles.items()
+                }
+                if self._identity not in (None, identity):
+                    changed = [
+                        getattr(self.files, name)
+                        for name in _FILE_ATTRS
+                        if self._identity[name] != identity[name]
+                    ]
+                    raise RuntimeError(
+                        f"{', '.join(changed)} in {self.path} was replaced after it was first "
+                        "read; create a new OfficialFeatures to read the new files"
+                    )
+                tables = {
+                    field: handles[file][group] if group else handles[file]
+                    for field, (file, group) in _SOURCES.items()
+                }
+            except BaseException:
+                for handle in handles.values():
+                    handle.close()
+                raise
+            self._handles, self._tables = handles, tables
+            self._pid, self._identity = os.getpid(), identity
+        return self._tables
+
+    def _check_key(self, key: str) -> None:
+        if key not in self:
+            close = difflib.get_close_matches(str(key), self.keys(), n=3)
+            hint = f"; close keys: {', '.join(map(repr, close))}" if close else ""
+            raise KeyError(
+                f"no video {key!r} in all four official {self.dataset} files in {self.path}{hint}"
+            )
+
+
+def _identity(descriptor: int) -> tuple[int, int]:
+    status = os.fstat(descriptor)
+    return status.st_dev, status.st_ino
+
+
+def open_features(
+    path: str | os.PathLike[str], dataset: str | None = None
+) -> FeatureStore | OfficialFeatures:
+    """A reader of ``path``: a ``FeatureStore`` for a file, ``OfficialFeatures`` for a folder.
+
+    A folder's dataset is detected from the official file names it holds when ``dataset`` is
+    None; ``dataset`` is ignored for a store file.
+    """
+    path = Path(path)
+    if path.is_file():
+        return FeatureStore(path)
+    if path.is_dir():
+        return OfficialFeatures(path, dataset or _detect_dataset(path))
+    if path.with_name(path.name + ".parts").is_dir():
+        return FeatureStore(path)  # raises, pointing at the unconsolidated parts
+    raise FileNotFoundError(
+        f"no features at {path}: expected a feature store (.h5) written by `masn extract`, or a "
+        f"folder holding the four official MASN files ({_expected_names()})"
+    )
+
+
+def _detect_dataset(folder: Path) -> str:
+    """The dataset whose official files ``folder`` holds (all four, else any of them)."""
+    present = {
+        dataset: [name for name in files.names() if (folder / name).is_file()]
+        for dataset, files in OFFICIAL_FILES.items()
+    }
+    complete = [dataset for dataset, names in present.items() if len(names) == len(_FILE_ATTRS)]
+    partial = [dataset for dataset, names in present.items() if names]
+    candidates = complete or partial
+    if len(candidates) == 1:
+        return candidates[0]
+    if not candidates:
+        raise FileNotFoundError(
+            f"{folder} holds no official MASN feature files; expected, per dataset: "
+            f"{_expected_names()}"
+        )
+    raise ValueError(
+        f"{folder} holds official files of several datasets ({', '.join(candidates)}); pass "
+        f"the dataset explicitly (expected, per dataset: {_expected_names()})"
+    )
+
+
+def _expected_names() -> str:
+    return "; ".join(
+        f"{dataset}: {', '.join(files.names())}" for dataset, files in OFFICIAL_FILES.items()
+    )

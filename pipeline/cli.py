@@ -155,6 +155,132 @@ def _add_features(commands: argparse._SubParsersAction) -> None:
         action.set_defaults(run=_features)
 
 
+def _train(args: argparse.Namespace) -> int:
+    from pipeline.train import TrainConfig, train
+
+    values = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__}
+    report = train(TrainConfig(**values))
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def _add_train(commands: argparse._SubParsersAction) -> None:
+    from pipeline.tasks import TASKS
+
+    train = commands.add_parser(
+        "train",
+        help="train MASN on a task (torchrun for several GPUs)",
+        description="Train on TASK's annotations and features; the run folder gets best.pt, "
+        "last.pt (resumable), metrics.jsonl, tensorboard/ and report.json. Defaults reproduce "
+        "the paper (Adam 1e-4, batch 32 / 16 for Action and Transition, T 20 / 30).",
+    )
+    train.add_argument("--task", choices=list(TASKS), required=True)
+    train.add_argument("--annotations", help="folder of QA files (default data/<dataset>)")
+    train.add_argument(
+        "--features", help="feature store .h5, or a folder of the official four files"
+    )
+    train.add_argument("--out", help="run folder (default runs/<task>)")
+    train.add_argument(
+        "--glove",
+        help="GloVe .txt/.zip (default: the weights cache's glove.42B.300d.zip); "
+        "'random' for seeded random vectors (smoke runs)",
+    )
+    train.add_argument(
+        "--head",
+        choices=["open_ended", "count", "multiple_choice"],
+        help="custom collections: the answer type (default: from the rows: candidates -> "
+        "multiple choice, integer answers -> count, else open-ended)",
+    )
+    train.add_argument("--mode", choices=["fixed", "reference"], default="fixed")
+    train.add_argument("--tokenizer", choices=["clean", "official"])
+    train.add_argument("--frames", type=int, help="T: sampled frames per video")
+    train.add_argument(
+        "--sampling",
+        choices=["first", "uniform"],
+        default="first",
+        help="longer videos: the first T sampled frames (official) or T evenly",
+    )
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--lr", type=float, default=1e-4)
+    train.add_argument("--epochs", type=int, default=100)
+    train.add_argument("--patience", type=int, default=10, help="epochs without improvement")
+    train.add_argument(
+        "--select-on",
+        choices=["val", "test"],
+        default="val",
+        help="model selection split; 'test' mimics the paper",
+    )
+    train.add_argument("--val-fraction", type=float, default=0.1)
+    train.add_argument("--seed", type=int, default=999)
+    train.add_argument(
+        "--out-of-set",
+        choices=["wrong", "reference"],
+        default="wrong",
+        help="open-ended answers outside the classes: dropped from training and "
+        "wrong in evaluation, or class 1 as in the official code",
+    )
+    train.add_argument(
+        "--answers-top", type=int, help="answer classes (default 1000 MSVD, 4000 MSRVTT)"
+    )
+    train.add_argument("--hidden", type=int, default=512)
+    train.add_argument("--dropout", type=float, default=0.3)
+    train.add_argument("--streams", choices=["both", "appearance", "motion"], default="both")
+    train.add_argument("--fusion", choices=["full", "dual", "single", "none"], default="full")
+    train.add_argument("--workers", type=int, help="data loading processes")
+    train.add_argument("--device", default="auto")
+    train.add_argument("--precision", choices=["fp32", "bf16"], help="default: bf16 on GPUs")
+    train.add_argument("--save-every", type=int, default=0, help="steps between checkpoints")
+    train.add_argument("--log-every", type=int, default=50)
+    train.add_argument(
+        "--no-baseline",
+        dest="baseline",
+        action="store_false",
+        help="skip the answer-only baseline (multiple choice)",
+    )
+    train.add_argument("--resume", action="store_true", help="continue the run in --out")
+    train.set_defaults(run=_train)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from extract.runner import resolve_device
+    from pipeline.evaluate import run_evaluate
+
+    report = run_evaluate(
+        args.checkpoint,
+        args.annotations,
+        args.features,
+        args.split,
+        args.out,
+        resolve_device(args.device),
+        args.batch_size,
+        args.workers,
+        args.precision or "fp32",
+        args.baseline,
+    )
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def _add_evaluate(commands: argparse._SubParsersAction) -> None:
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="metrics of a checkpoint on a split, per question type, with predictions",
+        description="Writes metrics.json and predictions.jsonl (default: beside the "
+        "checkpoint, in evaluate-SPLIT/). Annotations and features default to the training run's.",
+    )
+    evaluate.add_argument("--checkpoint", required=True, help="RUN/best.pt")
+    evaluate.add_argument("--split", choices=["train", "val", "test"], default="test")
+    evaluate.add_argument("--annotations")
+    evaluate.add_argument("--features")
+    evaluate.add_argument("--out", help="output folder")
+    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--batch-size", type=int)
+    evaluate.add_argument("--workers", type=int, default=2)
+    evaluate.add_argument("--precision", choices=["fp32", "bf16"])
+    evaluate.add_argument("--no-baseline", dest="baseline", action="store_false")
+    evaluate.set_defaults(run=_evaluate)
+
+
 def _show(args: argparse.Namespace) -> int:
     from extract.show import show
 
@@ -247,6 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_extract(commands)
+    _add_train(commands)
+    _add_evaluate(commands)
     _add_show(commands)
     _add_features(commands)
     _add_weights(commands)
