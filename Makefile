@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test test-fast lint bench weights extract clean
+.PHONY: setup test test-fast lint bench weights extract train evaluate clean
 
 setup: $(STAMP)
 
@@ -35,8 +35,21 @@ extract: $(STAMP)
 	@test -n "$(VIDEOS)" || { echo "usage: make extract DATASET=msvd VIDEOS=/path/to/videos"; exit 2; }
 	$(BIN)/masn extract --dataset $(DATASET) --videos $(VIDEOS) --out $(OUT) $(ARGS)
 
+# make train TASK=frameqa [ANNOTATIONS=data/tgif-qa] [FEATURES=features/tgif.h5] [RUN=runs/frameqa]
+#            [GPUS=8] [ARGS="--resume ..."]; make evaluate TASK=frameqa [RUN=...] [ARGS=...]
+TASK ?= frameqa
+RUN ?= runs/$(TASK)
+LAUNCH = $(if $(GPUS),$(BIN)/torchrun --standalone --nproc-per-node=$(GPUS),)
+train: $(STAMP)
+	$(LAUNCH) $(BIN)/masn train --task $(TASK) --out $(RUN) \
+		$(if $(ANNOTATIONS),--annotations $(ANNOTATIONS)) $(if $(FEATURES),--features $(FEATURES)) $(ARGS)
+
+evaluate: $(STAMP)
+	$(BIN)/masn evaluate --checkpoint $(RUN)/best.pt $(ARGS)
+
 bench: $(STAMP)
 	$(BIN)/masn bench model
+	$(BIN)/masn bench train
 	$(BIN)/masn bench extract
 
 clean:

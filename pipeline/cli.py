@@ -281,6 +281,62 @@ def _add_evaluate(commands: argparse._SubParsersAction) -> None:
     evaluate.set_defaults(run=_evaluate)
 
 
+def _answer(args: argparse.Namespace) -> int:
+    from extract.config import ExtractionConfig
+    from extract.detector import DetectorConfig
+    from pipeline.answer import answer_video
+
+    sizes = {"min_size": args.min_size, "max_size": args.max_size, "post_nms_top_n": args.proposals}
+    detector = DetectorConfig(**{name: value for name, value in sizes.items() if value is not None})
+    result = answer_video(
+        args.video,
+        args.question,
+        args.checkpoint,
+        args.out,
+        weights=args.weights,
+        random_weights=args.random_weights,
+        device=args.device,
+        candidates=args.candidates,
+        extraction=ExtractionConfig(i3d=args.i3d, detector=detector),
+        decoder=args.decoder,
+    )
+    print(json.dumps(result, indent=2))
+    logging.getLogger("masn").info("figure written to %s", result["figure"])
+    return 0
+
+
+def _add_answer(commands: argparse._SubParsersAction) -> None:
+    answer = commands.add_parser(
+        "answer",
+        help="ask a trained model a question about one video; prints answers, draws attention",
+        description="Extracts the video's features on the fly, answers QUESTION with the "
+        "checkpoint's model, prints the top-5 answers with their scores as JSON and draws the "
+        "fusion attention maps, alpha and the sampled frames (like Figure 3 of the paper).",
+    )
+    answer.add_argument("video", type=Path, help="video file")
+    answer.add_argument("question", help='the question, e.g. "what is the man doing?"')
+    answer.add_argument("--checkpoint", type=Path, required=True, help="RUN/best.pt")
+    answer.add_argument("--out", type=Path, help="figure PNG (default: ./<video stem>.answer.png)")
+    answer.add_argument(
+        "--candidates", nargs="+", metavar="ANSWER", help="multiple-choice models: the candidates"
+    )
+    source = answer.add_mutually_exclusive_group()
+    source.add_argument(
+        "--weights", type=Path, help="converted weights (default: the weights cache; make weights)"
+    )
+    source.add_argument(
+        "--random-weights", action="store_true", help="random networks, for smoke runs only"
+    )
+    answer.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1")
+    answer.add_argument("--decoder", choices=["pyav", "decord"], default="pyav")
+    answer.add_argument("--i3d", choices=["nonlocal", "pytorchvideo"], default="nonlocal")
+    smoke = "; use the training features' value, smaller only for smoke runs"
+    answer.add_argument("--min-size", type=int, help=f"detector short side (600{smoke})")
+    answer.add_argument("--max-size", type=int, help=f"detector long-side cap (1000{smoke})")
+    answer.add_argument("--proposals", type=int, help=f"RPN proposals kept (300{smoke})")
+    answer.set_defaults(run=_answer)
+
+
 def _show(args: argparse.Namespace) -> int:
     from extract.show import show
 
@@ -310,6 +366,25 @@ def _bench_model(args: argparse.Namespace) -> int:
         warmup=args.warmup,
         mode=args.mode,
         cases=tuple(args.cases),
+    )
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def _bench_train(args: argparse.Namespace) -> int:
+    from pipeline.bench_train import run_train_bench
+
+    report = run_train_bench(
+        device=args.device,
+        size=args.size,
+        precision=args.precision,
+        steps=args.steps,
+        warmup=args.warmup,
+        workers=args.workers,
+        videos=args.videos,
+        cases=tuple(args.cases),
+        cold=args.cold,
+        folder=args.dir,
     )
     print(json.dumps(report, indent=2))
     return 0
@@ -352,6 +427,37 @@ def _add_bench(commands: argparse._SubParsersAction) -> None:
     )
     model.set_defaults(run=_bench_model)
 
+    training = benches.add_parser(
+        "train",
+        help="end-to-end training samples/s from a feature store on disk (FrameQA 32, Action 16)",
+        description="Writes a synthetic float16 store to a temporary folder and times the "
+        "`masn train` loop on it: loader workers, pinned copies and the training step "
+        "(validation left out).",
+    )
+    training.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda:1")
+    training.add_argument(
+        "--size",
+        choices=["tgif", "small"],
+        help="tgif: T=20, 10 objects, 2048-d (default on GPU); small: reduced (default on CPU)",
+    )
+    training.add_argument(
+        "--precision", choices=["fp32", "bf16"], help="default: bf16 autocast on GPU, fp32 on CPU"
+    )
+    training.add_argument("--steps", type=int, help="timed steps per case (300 GPU, 10 CPU)")
+    training.add_argument("--warmup", type=int, help="untimed steps first (30 GPU, 2 CPU)")
+    training.add_argument("--workers", type=int, help="loader workers (default: as masn train)")
+    training.add_argument(
+        "--videos", type=int, help="videos in the store, 70 %% train (1024 GPU, 128 CPU)"
+    )
+    training.add_argument(
+        "--cases", nargs="+", choices=["frameqa", "count", "action"], default=["frameqa", "action"]
+    )
+    training.add_argument(
+        "--cold", action="store_true", help="evict the store from the page cache before timing"
+    )
+    training.add_argument("--dir", type=Path, help="where the temporary store goes (default TMP)")
+    training.set_defaults(run=_bench_train)
+
     extraction = benches.add_parser(
         "extract", help="extraction sampled frames/s end to end and for the detector alone"
     )
@@ -375,6 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_extract(commands)
     _add_train(commands)
     _add_evaluate(commands)
+    _add_answer(commands)
     _add_show(commands)
     _add_features(commands)
     _add_weights(commands)

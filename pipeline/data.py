@@ -115,7 +115,9 @@ def encode_questions(
         raise ValueError("every multiple-choice question needs the same number of candidates")
     qtype_index = {name: i for i, name in enumerate(spec.qtypes)}
     qtypes = [qtype_index.get(row.qtype, 0) for row in rows]
-    width = (len(rows[0].candidates), QUESTION_WIDTH) if multiple_choice and rows else (0,)
+    width = (
+        (len(rows[0].candidates), QUESTION_WIDTH) if multiple_choice and rows else (QUESTION_WIDTH,)
+    )
     questions = Questions(
         rows,
         [row.keys[0] for row in rows],
@@ -205,20 +207,29 @@ class QADataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[dict[str, np.ndarray], int, int]:
         record = self.source.read(self.questions.keys[index], tuple(VIDEO_FIELDS))
-        length = int(record.appearance.shape[0])
-        chosen = frame_indices(length, self.frames, self.sampling)
-        arrays = {}
-        for field, name in VIDEO_FIELDS.items():
-            array = getattr(record, field)
-            if array.shape[0] != length:
-                raise ValueError(
-                    f"video {record.key!r}: {field} has {array.shape[0]} frames, appearance "
-                    f"{length}; the store is inconsistent"
-                )
-            padded = np.zeros((self.frames, *array.shape[1:]), dtype=array.dtype)
-            padded[: len(chosen)] = array[chosen]
-            arrays[name] = padded
+        arrays, chosen = pad_video(record, self.frames, self.sampling)
         return arrays, len(chosen), index
+
+
+def pad_video(
+    record: VideoRecord, frames: int, sampling: Sampling
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The model's arrays of one video (VideoFeatures names, stored dtype), cut to or
+    zero-padded to ``frames`` sampled frames, and the indices of the frames kept."""
+    length = int(record.appearance.shape[0])
+    chosen = frame_indices(length, frames, sampling)
+    arrays = {}
+    for field, name in VIDEO_FIELDS.items():
+        array = getattr(record, field)
+        if array.shape[0] != length:
+            raise ValueError(
+                f"video {record.key!r}: {field} has {array.shape[0]} frames, appearance "
+                f"{length}; the store is inconsistent"
+            )
+        padded = np.zeros((frames, *array.shape[1:]), dtype=array.dtype)
+        padded[: len(chosen)] = array[chosen]
+        arrays[name] = padded
+    return arrays, chosen
 
 
 @dataclass

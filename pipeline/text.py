@@ -18,7 +18,7 @@ QUESTION_WIDTH = 20  # tokens per question (official q_max_len)
 PAD, UNK = 0, 1
 PLACEHOLDERS = ("#START#", "UNK")  # ids 0 (also padding) and 1, as in the official vocabulary
 
-_NOT_KEPT = re.compile(r"[^A-Za-z0-9(),!?'`]")
+_NOT_KEPT = re.compile(r"[^A-Za-z0-9(),!?'`_]")  # underscore kept, as officially (§2.5)
 _CLITIC = re.compile(r"('s|'ve|n't|'re|'d|'ll)")
 _SPACED = re.compile(r"([,!()?])")
 _SPACES = re.compile(r"\s+")

@@ -30,7 +30,7 @@ from extract.runner import resolve_device
 from model import MASN, MASNConfig
 from pipeline.baseline import answer_only_baseline
 from pipeline.checkpoint import load_checkpoint, model_payload, save_atomic
-from pipeline.data import QADataset, StepSampler
+from pipeline.data import Batch, QADataset, StepSampler
 from pipeline.distributed import Process
 from pipeline.evaluate import Loading, autocast, evaluate_split, loader, metric_settings
 from pipeline.logs import RunLog
@@ -299,15 +299,8 @@ class Trainer:
             leave=False,
         )
         for batch in bar:
-            batch = batch.to(self.device)
             share = len(batch) * process.world / min(batch_size, size - state.step * batch_size)
-            with autocast(self.device, self.precision):
-                output = self.wrapped(batch.video, batch.tokens, batch.lengths).output
-            loss = self.model.loss(output.float(), batch.targets)
-            self.optimizer.zero_grad(set_to_none=True)
-            (loss * share).backward()
-            self.optimizer.step()
-            running += loss.detach() * len(batch)
+            running += self.train_step(batch, share) * len(batch)
             seen += len(batch)
             samples += len(batch) * process.world
             state.step += 1
@@ -320,6 +313,21 @@ class Trainer:
         if seen:
             self._log_train(running / seen)
         return samples
+
+    def train_step(self, batch: Batch, share: float = 1.0) -> torch.Tensor:
+        """One optimisation step on this process's part of a batch; returns the detached loss.
+
+        ``share``: this part's weight, (its questions x processes / the batch's questions), so
+        that DDP's gradient average equals the gradient of the whole batch's mean loss.
+        """
+        batch = batch.to(self.device)
+        with autocast(self.device, self.precision):
+            output = self.wrapped(batch.video, batch.tokens, batch.lengths).output
+        loss = self.model.loss(output.float(), batch.targets)
+        self.optimizer.zero_grad(set_to_none=True)
+        (loss * share).backward()
+        self.optimizer.step()
+        return loss.detach()
 
     def _log_train(self, loss: torch.Tensor) -> None:
         if self.logs is not None:

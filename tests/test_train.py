@@ -1,0 +1,346 @@
+"""Training, evaluation and resume on synthetic collections whose answers are planted in the
+features (pipeline/synthetic.py): the whole `masn train` / `masn evaluate` path on a CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from extract.official_layout import export_official
+from pipeline.checkpoint import load_checkpoint, load_predictor
+from pipeline.cli import main
+from pipeline.evaluate import run_evaluate
+from pipeline.synthetic import write_synthetic
+from pipeline.train import TrainConfig, train
+
+HEADS = ("open_ended", "count", "multiple_choice")
+# Small and fast: planted answers are learnt in a few epochs at a higher learning rate.
+FAST = {
+    "task": "custom",
+    "glove": "random",
+    "hidden": 64,
+    "lr": 1e-3,
+    "batch_size": 16,
+    "workers": 0,
+    "device": "cpu",
+    "log_every": 5,
+}
+
+
+@pytest.fixture(scope="module")
+def collections(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
+    root = tmp_path_factory.mktemp("synthetic")
+    return {head: write_synthetic(root / head, head, seed=1) for head in HEADS}
+
+
+@pytest.fixture(scope="module")
+def trained(collections, tmp_path_factory) -> dict[str, dict]:
+    """One short training run per head (shared by several tests)."""
+    root = tmp_path_factory.mktemp("runs")
+    reports = {}
+    for head in HEADS:
+        annotations, store = collections[head]
+        config = TrainConfig(
+            **FAST,
+            annotations=str(annotations),
+            features=str(store),
+            out=str(root / head),
+            epochs=8,
+        )
+        reports[head] = train(config)
+    return reports
+
+
+def _events(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_planted_answers_are_learnt_by_every_head(trained):
+    oe, count, mc = trained["open_ended"], trained["count"], trained["multiple_choice"]
+    chance_oe = 100 / 6
+    assert oe["test"]["accuracy"] > 4 * chance_oe, oe
+    assert mc["test"]["accuracy"] > 3.5 * 20, mc
+    # Answers 1..6 uniformly: always saying 3 or 4 gives an MSE of about 2.5-3.
+    assert count["test"]["mse"] < 1.0, count
+    for head, report in trained.items():
+        train_losses = [e["loss"] for e in _events(Path(report["run"])) if e["event"] == "train"]
+        assert train_losses[-1] < 0.5 * train_losses[0], (head, train_losses)
+
+
+@pytest.mark.slow
+def test_run_folder_holds_checkpoints_logs_and_report(trained):
+    run = Path(trained["open_ended"]["run"])
+    report = json.loads((run / "report.json").read_text())
+    assert report == json.loads(json.dumps(trained["open_ended"]))
+    assert report["selected_on"] == "val" and report["processes"] == 1
+    assert report["questions"] == {"train": 224, "val": 48, "test": 48}
+    events = _events(run)
+    epochs = [e for e in events if e["event"] == "epoch"]
+    assert [e["epoch"] for e in epochs] == list(range(1, 9))
+    assert all("test" not in e for e in epochs)  # the test split is not looked at per epoch
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    best = load_checkpoint(run / "best.pt")
+    assert best["info"]["epoch"] == report["selected_epoch"]
+    last = load_checkpoint(run / "last.pt")
+    assert last["loop"]["epoch"] == 8 and "optimizer" in last
+    predictor = load_predictor(run / "best.pt")
+    assert predictor.answers is not None and len(predictor.answers) == 6
+    assert predictor.frames == 20 and predictor.tokenizer == "clean"
+
+
+@pytest.mark.slow
+def test_evaluate_writes_metrics_predictions_and_the_answer_only_baseline(trained, tmp_path):
+    for head in HEADS:
+        run = Path(trained[head]["run"])
+        report = run_evaluate(
+            run / "best.pt", None, None, "test", tmp_path / head, torch.device("cpu")
+        )
+        assert report["masn"] == trained[head]["test"]
+        lines = [
+            json.loads(x) for x in (tmp_path / head / "predictions.jsonl").read_text().splitlines()
+        ]
+        assert len(lines) == report["masn"]["questions"] == 48
+        accuracy = 100 * sum(line["correct"] for line in lines) / len(lines)
+        assert accuracy == pytest.approx(report["masn"]["accuracy"], abs=1e-3)
+        if head == "open_ended":
+            assert all(line["prediction"] == line["top"][0][0] for line in lines)
+        if head == "multiple_choice":
+            baseline = report["answer_only_baseline"]
+            # Planted candidates are balanced: the candidates alone carry no answer.
+            assert baseline["chance"] == 20.0 and baseline["accuracy"] < 45
+            assert trained[head]["answer_only_baseline"]["questions"] == 48
+        else:
+            assert "answer_only_baseline" not in report
+
+
+def test_count_metric_uses_the_papers_clamp_and_zero_to_one_mapping():
+    from pipeline.metrics import Tally
+
+    tally = Tally(count=True)
+    # Labels arrive as max(answer, 1): a TGIF "0" is a 1.
+    tally.add(
+        torch.tensor([1, 3, 10]), torch.tensor([1.0, 5.0, 10.0]), torch.zeros(3, dtype=torch.long)
+    )
+    summary = tally.summary()
+    assert summary["mse"] == pytest.approx((0 + 4 + 0) / 3, abs=1e-4)
+    assert summary["accuracy"] == pytest.approx(200 / 3, abs=1e-3)
+
+
+def test_early_stopping_and_test_selection(collections, tmp_path):
+    annotations, store = collections["open_ended"]
+    config = TrainConfig(
+        **{**FAST, "lr": 0.0},
+        annotations=str(annotations),
+        features=str(store),
+        out=str(tmp_path / "run"),
+        epochs=6,
+        patience=2,
+        select_on="test",
+    )
+    report = train(config)
+    # Nothing changes at lr 0: the first epoch stays best and two more epochs end the run.
+    assert report["stopped_early"] and report["epochs_run"] == 3
+    assert report["selected_epoch"] == 1 and report["selected_on"] == "test"
+    epochs = [e for e in _events(tmp_path / "run") if e["event"] == "epoch"]
+    assert all("test" in e and "val" in e for e in epochs)
+
+
+def test_a_run_folder_is_never_overwritten_and_resume_keeps_settings(collections, tmp_path):
+    annotations, store = collections["open_ended"]
+    common = {**FAST, "annotations": str(annotations), "features": str(store)}
+    out = str(tmp_path / "run")
+    train(TrainConfig(**common, out=out, epochs=1))
+    with pytest.raises(ValueError, match="--resume"):
+        train(TrainConfig(**common, out=out, epochs=2))
+    with pytest.raises(ValueError, match="hidden"):
+        train(TrainConfig(**{**common, "hidden": 32}, out=out, epochs=2, resume=True))
+    report = train(TrainConfig(**common, out=out, epochs=2, resume=True))
+    assert report["epochs_run"] == 2
+
+
+def _train_command(annotations: Path, store: Path, out: Path, *extra: str) -> list[str]:
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in FAST.items() if k != "task"]
+    return [
+        sys.executable,
+        "-m",
+        "pipeline.cli",
+        "train",
+        "--task",
+        "custom",
+        "--annotations",
+        str(annotations),
+        "--features",
+        str(store),
+        "--out",
+        str(out),
+        *flags,
+        *extra,
+    ]
+
+
+def _quiet_env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+
+
+@pytest.mark.slow
+def test_kill_and_resume_ends_exactly_like_an_uninterrupted_run(collections, tmp_path):
+    annotations, store = collections["multiple_choice"]
+    extra = ("--epochs=3", "--save-every=5")
+    straight = tmp_path / "straight"
+    subprocess.run(
+        _train_command(annotations, store, straight, *extra),
+        check=True,
+        env=_quiet_env(),
+        capture_output=True,
+        timeout=300,
+    )
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(
+        _train_command(annotations, store, killed, *extra),
+        env=_quiet_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while not (killed / "last.pt").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    interrupted = load_checkpoint(killed / "last.pt")["loop"]
+    assert interrupted["global_step"] >= 5 and not (killed / "report.json").exists()
+
+    subprocess.run(
+        _train_command(annotations, store, killed, *extra, "--resume"),
+        check=True,
+        env=_quiet_env(),
+        capture_output=True,
+        timeout=300,
+    )
+    first = json.loads((straight / "report.json").read_text())
+    second = json.loads((killed / "report.json").read_text())
+    for field in ("val", "test", "selected_epoch", "answer_only_baseline"):
+        assert first[field] == second[field], field
+    a = load_checkpoint(straight / "best.pt")["state_dict"]
+    b = load_checkpoint(killed / "best.pt")["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_two_process_torchrun_training_matches_one_process(collections, tmp_path):
+    annotations, store = collections["open_ended"]
+    extra = ("--epochs=6",)
+    single = tmp_path / "single"
+    subprocess.run(
+        _train_command(annotations, store, single, *extra),
+        check=True,
+        env=_quiet_env(),
+        capture_output=True,
+        timeout=300,
+    )
+    double = tmp_path / "double"
+    command = _train_command(annotations, store, double, *extra)
+    command[1:3] = [
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node=2",
+        "-m",
+        "pipeline.cli",
+    ]
+    result = subprocess.run(command, env=_quiet_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    one = json.loads((single / "report.json").read_text())
+    two = json.loads((double / "report.json").read_text())
+    assert two["processes"] == 2 and two["questions"] == one["questions"]
+    # Same batches and gradient weighting; only dropout masks differ between the runs.
+    assert one["test"]["accuracy"] > 80 and two["test"]["accuracy"] > 80
+    assert abs(one["test"]["accuracy"] - two["test"]["accuracy"]) <= 10
+    steps = [e["step"] for e in _events(double) if e["event"] == "epoch"]
+    assert steps == [e["step"] for e in _events(single) if e["event"] == "epoch"]
+
+
+def test_training_reads_the_official_four_file_layout(collections, tmp_path):
+    annotations, store = collections["open_ended"]
+    keys = {f"v{i:05d}": f"vid{i + 1}" for i in range(160)}
+    export_official(store, tmp_path / "official", "msvd", keys)
+    renamed = tmp_path / "annotations"
+    renamed.mkdir()
+    for split in ("train", "val", "test"):
+        rows = [json.loads(x) for x in (annotations / f"{split}.jsonl").read_text().splitlines()]
+        text = "".join(json.dumps({**row, "video": keys[row["video"]]}) + "\n" for row in rows)
+        (renamed / f"{split}.jsonl").write_text(text)
+    report = train(
+        TrainConfig(
+            **FAST,
+            annotations=str(renamed),
+            features=str(tmp_path / "official"),
+            out=str(tmp_path / "run"),
+            epochs=6,
+        )
+    )
+    assert report["questions"]["train"] == 224
+    assert report["test"]["accuracy"] > 60
+
+
+def test_missing_videos_are_reported_never_zero_filled(collections, tmp_path, caplog):
+    annotations, store = collections["open_ended"]
+    rows = (annotations / "test.jsonl").read_text()
+    extra = json.dumps({"video": "not-extracted", "question": "what is shown?", "answer": "cat"})
+    folder = tmp_path / "annotations"
+    folder.mkdir()
+    for split in ("train", "val"):
+        (folder / f"{split}.jsonl").write_text((annotations / f"{split}.jsonl").read_text())
+    (folder / "test.jsonl").write_text(rows + extra + "\n")
+    report = train(
+        TrainConfig(
+            **FAST, annotations=str(folder), features=str(store), out=str(tmp_path / "r"), epochs=1
+        )
+    )
+    assert report["questions"]["test"] == 48
+    assert "1 of 49 questions (1 videos) have no features" in caplog.text
+    assert "'not-extracted'" in caplog.text
+
+
+def test_cli_train_and_evaluate(collections, tmp_path, capsys):
+    annotations, store = collections["count"]
+    out = tmp_path / "run"
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in FAST.items() if k != "task"]
+    code = main(
+        [
+            "train",
+            "--task",
+            "custom",
+            "--annotations",
+            str(annotations),
+            "--features",
+            str(store),
+            "--out",
+            str(out),
+            "--epochs",
+            "1",
+            *flags,
+        ]
+    )
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["task"] == "custom" and "mse" in report["test"]
+    assert (
+        main(
+            ["evaluate", "--checkpoint", str(out / "best.pt"), "--device", "cpu", "--workers", "0"]
+        )
+        == 0
+    )
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["masn"] == report["test"]
+    assert (out / "evaluate-test" / "predictions.jsonl").is_file()
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "missing.pt")]) == 2
