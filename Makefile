@@ -4,9 +4,13 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test test-fast lint bench weights extract train evaluate clean
+.PHONY: demo setup test test-fast lint bench weights extract train evaluate clean
 
 setup: $(STAMP)
+
+# The whole pipeline on the bundled sample (see README); DEMO_ARGS e.g. --device cuda.
+demo: $(STAMP)
+	$(BIN)/masn demo $(DEMO_ARGS)
 
 # Reinstall only when the dependency files change; a stamp makes repeated runs instant.
 $(STAMP): pyproject.toml constraints.txt

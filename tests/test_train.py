@@ -344,3 +344,64 @@ def test_cli_train_and_evaluate(collections, tmp_path, capsys):
     assert evaluated["masn"] == report["test"]
     assert (out / "evaluate-test" / "predictions.jsonl").is_file()
     assert main(["evaluate", "--checkpoint", str(tmp_path / "missing.pt")]) == 2
+
+
+def _store_for(keys: list[str], path: Path) -> Path:
+    """Random features (4 frames, 2 objects, 16-d) for ``keys``."""
+    import numpy as np
+
+    from extract.store import StoreWriter, VideoRecord
+
+    rng = np.random.default_rng(0)
+    boxes = np.tile(np.array([10.0, 10.0, 50.0, 40.0], np.float32), (4, 2, 1))
+    with StoreWriter(path, {"test": "tgif"}, {"test": "none"}) as writer:
+        for key in keys:
+            writer.write(
+                VideoRecord(
+                    key=key,
+                    appearance=rng.standard_normal((4, 16), np.float32),
+                    appearance_objects=rng.standard_normal((4, 2, 16), np.float32),
+                    motion=rng.standard_normal((4, 16), np.float32),
+                    motion_objects=rng.standard_normal((4, 2, 16), np.float32),
+                    box_geometry=VideoRecord.geometry_from_boxes(boxes, 100, 100),
+                )
+            )
+        writer.consolidate()
+    return path
+
+
+@pytest.mark.parametrize("task", ["action", "count"])
+def test_tgif_tasks_train_on_real_annotation_rows(shared_dir, tmp_path, task, caplog):
+    """Real TGIF-QA rows (the first 300 of the test file, standing in for train and test) with
+    features for the GIFs of 200 of them: the rest are reported missing, the run completes."""
+    from pipeline.annotations import read_tgif
+
+    source = shared_dir / "data" / "tgif-qa" / f"Test_{task}_question.csv"
+    lines = source.read_text(encoding="utf-8").splitlines(keepends=True)[:301]
+    folder = tmp_path / "tgif-qa"
+    folder.mkdir()
+    for split in ("Train", "Test"):
+        (folder / f"{split}_{task}_question.csv").write_text("".join(lines), encoding="utf-8")
+    rows = read_tgif(folder / f"Test_{task}_question.csv", task)
+    keys = {row.keys[0] for row in rows[:200]}
+    store = _store_for(sorted(keys), tmp_path / "tgif.h5")
+    config = TrainConfig(
+        task=task,
+        annotations=str(folder),
+        features=str(store),
+        out=str(tmp_path / "run"),
+        glove="random",
+        hidden=32,
+        epochs=1,
+        workers=0,
+        device="cpu",
+    )
+    report = train(config)
+    with_features = sum(row.keys[0] in keys for row in rows)
+    assert report["questions"]["test"] == with_features < 300
+    assert f"{300 - with_features} of 300 questions" in caplog.text
+    assert report["questions"]["train"] + report["questions"]["val"] == with_features
+    if task == "action":
+        assert report["answer_only_baseline"]["questions"] == report["questions"]["test"]
+    else:
+        assert report["test"]["mse"] is not None
