@@ -405,3 +405,31 @@ def test_tgif_tasks_train_on_real_annotation_rows(shared_dir, tmp_path, task, ca
         assert report["answer_only_baseline"]["questions"] == report["questions"]["test"]
     else:
         assert report["test"]["mse"] is not None
+
+
+def test_word_vectors_come_from_any_glove_file_and_are_cached(collections, tmp_path):
+    """A 50-d GloVe text file: its rows become the frozen embedding, cached in the run folder."""
+    import numpy as np
+
+    annotations, store = collections["open_ended"]
+    rng = np.random.default_rng(3)
+    vectors = {word: rng.standard_normal(50).astype(np.float32) for word in ("what", "shown", "?")}
+    glove = tmp_path / "glove.6B.50d.txt"
+    glove.write_text(
+        "".join(f"{w} {' '.join(f'{x:.6f}' for x in v)}\n" for w, v in vectors.items())
+    )
+    config = TrainConfig(
+        **{**FAST, "glove": str(glove)},
+        annotations=str(annotations),
+        features=str(store),
+        out=str(tmp_path / "run"),
+        epochs=1,
+    )
+    train(config)
+    predictor = load_predictor(tmp_path / "run" / "best.pt")
+    embedding = predictor.model.question.embedding.weight
+    assert embedding.shape[1] == 50 and not embedding.requires_grad
+    for word, vector in vectors.items():
+        row = embedding[predictor.vocabulary.ids([word])[0]]
+        assert torch.allclose(row, torch.from_numpy(vector), atol=1e-6)
+    assert (tmp_path / "run" / "word_vectors.npy").is_file()
