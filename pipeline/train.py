@@ -43,27 +43,11 @@ from weights.download import cache_dir
 log = logging.getLogger(__name__)
 
 GLOVE_FILE = "glove.42B.300d.zip"
-# Settings that must not change when a run resumes (they shape the data, model or loop).
-_FIXED_ON_RESUME = (
-    "task",
-    "head",
-    "mode",
-    "tokenizer",
-    "frames",
-    "sampling",
-    "batch_size",
-    "lr",
-    "seed",
-    "val_fraction",
-    "select_on",
-    "out_of_set",
-    "answers_top",
-    "hidden",
-    "dropout",
-    "streams",
-    "fusion",
-    "glove",
-)
+# Settings that must not change when a run resumes: they shape the data, the model or the loop.
+_DATA_SETTINGS = ("task", "head", "tokenizer", "frames", "sampling", "val_fraction", "glove")
+_MODEL_SETTINGS = ("mode", "hidden", "dropout", "streams", "fusion", "out_of_set", "answers_top")
+_LOOP_SETTINGS = ("batch_size", "lr", "seed", "select_on")
+_FIXED_ON_RESUME = _DATA_SETTINGS + _MODEL_SETTINGS + _LOOP_SETTINGS
 
 
 @dataclass
