@@ -281,7 +281,8 @@ def _draw_answers(axis: Axes, top: list[tuple[str, float]]) -> None:
     axis.invert_yaxis()
     low, high = min(0.0, *scores), max(0.0, *scores)
     span = (high - low) or 1.0
-    axis.set_xlim(low - 0.05 * span * (low < 0), high + 0.25 * span)
+    # Room for the score labels beyond the bar ends, on the left too for negative scores.
+    axis.set_xlim(low - 0.25 * span * (low < 0), high + 0.25 * span)
     axis.tick_params(axis="x", labelsize=8)
 
 
