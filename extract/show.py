@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from extract.decode import decode_video
+from extract.decode import iter_frames
 from extract.store import FeatureStore, VideoRecord
 from extract.vocab import attribute_names, object_names
 
@@ -29,9 +30,25 @@ def find_video(store: FeatureStore, video: str) -> str:
 
 def sampled_frames(record: VideoRecord, fps: float, decoder: str = "pyav") -> np.ndarray:
     """Re-decodes the video and returns the frames at the record's sampled times."""
-    decoded = decode_video(record.path, fps, decoder)
-    index = [int(np.argmin(np.abs(decoded.times - t))) for t in record.frame_times]
-    return decoded.frames[index]
+    return frames_at(record.path, record.frame_times, fps, decoder)
+
+
+def frames_at(path: str | Path, times: np.ndarray, fps: float, decoder: str) -> np.ndarray:
+    """The decoded frames nearest to ``times``, streamed: only those are kept in memory and
+    decoding stops after the last."""
+    wanted = np.asarray(times, dtype=np.float64)
+    kept: list[np.ndarray | None] = [None] * len(wanted)
+    gaps = np.full(len(wanted), np.inf)
+    with contextlib.closing(iter_frames(path, fps, decoder)) as stream:
+        for moment, frame in stream:
+            closer = np.abs(wanted - moment) < gaps
+            for i in np.flatnonzero(closer):
+                kept[i], gaps[i] = frame, abs(wanted[i] - moment)
+            if moment > wanted.max():  # later frames lie farther from every wanted time
+                break
+    if not kept or any(frame is None for frame in kept):
+        raise ValueError(f"{path} decoded no frames at the sampled times")
+    return np.stack(kept)
 
 
 def draw(record: VideoRecord, frames: np.ndarray, out: Path, columns: int = 4) -> Path:

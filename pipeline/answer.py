@@ -13,7 +13,6 @@ the same); a count its raw regression output next to the rounded, clamped count.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import tempfile
@@ -27,9 +26,9 @@ import torch
 
 from extract.command import RANDOM_WEIGHTS_WARNING
 from extract.config import ExtractionConfig
-from extract.decode import iter_frames
 from extract.networks import FeatureNetworks
 from extract.runner import RunOptions, extract_features, resolve_device
+from extract.show import frames_at
 from extract.sources import VideoSource
 from extract.store import FeatureStore, VideoRecord
 from extract.vocab import attribute_names, object_names
@@ -253,24 +252,6 @@ def answer_record(
         output=raw,
         unknown=unknown,
     )
-
-
-def frames_at(path: str | Path, times: np.ndarray, fps: float, decoder: str) -> np.ndarray:
-    """The decoded frames nearest to ``times``, streamed: only those are kept in memory and
-    decoding stops after the last (``extract.show.sampled_frames`` holds the whole video)."""
-    wanted = np.asarray(times, dtype=np.float64)
-    kept: list[np.ndarray | None] = [None] * len(wanted)
-    gaps = np.full(len(wanted), np.inf)
-    with contextlib.closing(iter_frames(path, fps, decoder)) as stream:
-        for moment, frame in stream:
-            closer = np.abs(wanted - moment) < gaps
-            for i in np.flatnonzero(closer):
-                kept[i], gaps[i] = frame, abs(wanted[i] - moment)
-            if moment > wanted.max():  # later frames lie farther from every wanted time
-                break
-    if not kept or any(frame is None for frame in kept):
-        raise ValueError(f"{path} decoded no frames at the sampled times")
-    return np.stack(kept)
 
 
 def answer_view(

@@ -40,7 +40,7 @@ from pipeline.bench import (
     _peak_memory_mb,
     _sync,
 )
-from pipeline.data import VIDEO_FIELDS, QADataset, StepSampler
+from pipeline.data import VIDEO_FIELDS, StepSampler
 from pipeline.distributed import Process
 from pipeline.evaluate import loader
 from pipeline.synthetic import QUESTION, WORDS, SyntheticShape, write_synthetic
@@ -120,8 +120,7 @@ def bench_train_case(
     batch_size = trainer.loading.batch_size
     if len(train) < batch_size:
         raise ValueError(f"{len(train)} training questions: fewer than one batch; more --videos")
-    sampler = StepSampler(len(train), batch_size, trainer.config.seed)
-    dataset = QADataset(train, trainer.data.source, trainer.loading.frames, trainer.config.sampling)
+    dataset, sampler = trainer.train_data()
     batches = iter(loader(dataset, RepeatedSteps(sampler, warmup + steps), trainer.loading, device))
     trainer.model.train()
     log_every = trainer.config.log_every

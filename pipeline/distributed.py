@@ -13,17 +13,11 @@ from extract.sharding import Shard
 
 
 @dataclass(frozen=True)
-class Process:
-    """rank of world (1 when not under torchrun); local_rank picks the GPU."""
+class Process(Shard):
+    """A training process: rank of world (1 when not under torchrun); local_rank picks the GPU.
 
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @classmethod
-    def from_env(cls) -> Process:
-        shard = Shard.from_env()
-        return cls(shard.rank, shard.world, shard.local_rank)
+    ``Process.from_env()`` reads torchrun's (or SLURM's) variables like an extraction shard.
+    """
 
     @property
     def main(self) -> bool:

@@ -32,11 +32,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from extract.store import StoreWriter, VideoRecord
+from extract.store import StoreWriter
 from pipeline.checkpoint import load_predictor
 from pipeline.data import QADataset, attach_features, encode_questions
 from pipeline.evaluate import Loading, loader
 from pipeline.prepare import open_source
+from pipeline.synthetic import planted_video, unit_directions
 from pipeline.tasks import load_splits
 from pipeline.text import tokeniser
 from pipeline.train import TrainConfig, train
@@ -92,13 +93,18 @@ def write_synergy(
     folder = Path(folder)
     rng = np.random.default_rng(seed)
     classes = {t: len(ANSWERS[t]) for t in TYPES}
-    patterns = {t: _directions(rng, classes[t], shape.dim) for t in TYPES}
+    patterns = {t: unit_directions(rng, classes[t], shape.dim) for t in TYPES}
     labels = {t: rng.integers(0, classes[t], shape.videos) for t in TYPES}
     store = folder / "features.h5"
     with StoreWriter(store, {"synergy": seed}, {"synergy": "none"}) as writer:
         for v in range(shape.videos):
-            signal = {t: patterns[t][labels[t][v]] for t in TYPES}
-            writer.write(_video(f"v{v:05d}", signal, shape, rng))
+            colour, direction = (
+                shape.strength * np.sqrt(shape.dim) * patterns[t][labels[t][v]] for t in TYPES
+            )
+            video = planted_video(
+                f"v{v:05d}", colour, direction, shape.frames, shape.objects, shape.noise, rng
+            )
+            writer.write(video)
         writer.consolidate()
     annotations = folder / "annotations"
     annotations.mkdir(parents=True, exist_ok=True)
@@ -116,35 +122,6 @@ def write_synergy(
         ]
         (annotations / f"{split}.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     return annotations, store
-
-
-def _directions(rng: np.random.Generator, classes: int, dim: int) -> np.ndarray:
-    directions = rng.standard_normal((classes, dim))
-    return directions / np.linalg.norm(directions, axis=1, keepdims=True)
-
-
-def _video(
-    key: str, pattern: dict[str, np.ndarray], shape: SynergyShape, rng: np.random.Generator
-) -> VideoRecord:
-    """Appearance features carry the colour pattern, motion features the direction pattern."""
-    t, n, d = shape.frames, shape.objects, shape.dim
-
-    def features(kind: str, *size: int) -> np.ndarray:
-        signal = shape.strength * np.sqrt(d) * pattern[kind]
-        return (shape.noise * rng.standard_normal((*size, d)) + signal).astype(np.float32)
-
-    corners = np.sort(rng.uniform(0, 1, (t, n, 2, 2)), axis=2)  # x1 < x2, y1 < y2
-    boxes = np.stack(
-        [corners[..., 0, 0], corners[..., 0, 1], corners[..., 1, 0], corners[..., 1, 1]], -1
-    )
-    return VideoRecord(
-        key=key,
-        appearance=features("appearance", t),
-        appearance_objects=features("appearance", t, n),
-        motion=features("motion", t),
-        motion_objects=features("motion", t, n),
-        box_geometry=VideoRecord.geometry_from_boxes(boxes * 100, 100, 100),
-    )
 
 
 @torch.inference_mode()

@@ -59,7 +59,11 @@ def write_synthetic(
     store = folder / "features.h5"
     with StoreWriter(store, {"synthetic": head, "seed": seed}, {"synthetic": "none"}) as writer:
         for index, label in enumerate(labels):
-            writer.write(_video(f"v{index:05d}", patterns[label], shape, rng))
+            signal = shape.strength * np.sqrt(shape.dim) * patterns[label]
+            video = planted_video(
+                f"v{index:05d}", signal, signal, shape.frames, shape.objects, shape.noise, rng
+            )
+            writer.write(video)
         writer.consolidate()
     annotations = folder / "annotations"
     annotations.mkdir(parents=True, exist_ok=True)
@@ -81,27 +85,41 @@ def _patterns(rng: np.random.Generator, classes: int, dim: int, count: bool) -> 
         direction = rng.standard_normal(dim)
         direction /= np.linalg.norm(direction)
         return np.stack([(c + 1) / 2 * direction for c in range(classes)])
+    return unit_directions(rng, classes, dim)
+
+
+def unit_directions(rng: np.random.Generator, classes: int, dim: int) -> np.ndarray:
+    """(classes, dim) random unit vectors, one pattern per class."""
     directions = rng.standard_normal((classes, dim))
     return directions / np.linalg.norm(directions, axis=1, keepdims=True)
 
 
-def _video(key: str, pattern: np.ndarray, shape: SyntheticShape, rng: np.random.Generator):
-    t, n, d = shape.frames, shape.objects, shape.dim
-    signal = shape.strength * np.sqrt(d) * pattern
-
-    def features(*size: int) -> np.ndarray:
-        return (shape.noise * rng.standard_normal((*size, d)) + signal).astype(np.float32)
-
-    corners = np.sort(rng.uniform(0, 1, (t, n, 2, 2)), axis=2)  # x1 < x2, y1 < y2
+def planted_video(
+    key: str,
+    appearance: np.ndarray,
+    motion: np.ndarray,
+    frames: int,
+    objects: int,
+    noise: float,
+    rng: np.random.Generator,
+) -> VideoRecord:
+    """A record whose appearance (global and region) features are ``noise`` times N(0, 1) plus
+    the (dim,) signal ``appearance``, and likewise for motion; its random boxes carry no label."""
+    corners = np.sort(rng.uniform(0, 1, (frames, objects, 2, 2)), axis=2)  # x1 < x2, y1 < y2
     boxes = np.stack(
         [corners[..., 0, 0], corners[..., 0, 1], corners[..., 1, 0], corners[..., 1, 1]], -1
     )
+
+    def features(signal: np.ndarray, *size: int) -> np.ndarray:
+        drawn = noise * rng.standard_normal((*size, signal.shape[-1])) + signal
+        return drawn.astype(np.float32)
+
     return VideoRecord(
         key=key,
-        appearance=features(t),
-        appearance_objects=features(t, n),
-        motion=features(t),
-        motion_objects=features(t, n),
+        appearance=features(appearance, frames),
+        appearance_objects=features(appearance, frames, objects),
+        motion=features(motion, frames),
+        motion_objects=features(motion, frames, objects),
         box_geometry=VideoRecord.geometry_from_boxes(boxes * 100, 100, 100),
     )
 

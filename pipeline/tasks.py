@@ -10,7 +10,7 @@ validation files. A custom collection is ``train.jsonl``, ``test.jsonl`` and opt
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -69,13 +69,12 @@ def task_spec(name: str, head: Task | None = None) -> TaskSpec:
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; choose from {', '.join(TASKS)}")
     spec = TASKS[name]
-    annotations = _DEFAULT_DIRS.get(spec.dataset, "data/custom")
-    features = f"features/{spec.dataset}.h5"
     if head is not None and head != spec.head:
         if name != "custom":
             raise ValueError(f"the {name} task has a {spec.head} head; --head is for custom only")
-        spec = TaskSpec(spec.name, head, spec.dataset, spec.frames, spec.batch_size)
-    return TaskSpec(**{**spec.__dict__, "annotations": annotations, "features": features})
+        spec = replace(spec, head=head)
+    annotations = _DEFAULT_DIRS.get(spec.dataset, "data/custom")
+    return replace(spec, annotations=annotations, features=f"features/{spec.dataset}.h5")
 
 
 def split_files(spec: TaskSpec, folder: Path) -> dict[str, Path]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -26,6 +25,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from extract.command import default_workers
 from extract.runner import resolve_device
 from model import MASN, MASNConfig
 from pipeline.baseline import answer_only_baseline
@@ -134,7 +134,7 @@ class Trainer:
             config.frames or spec.frames,
             config.sampling,
             config.batch_size or spec.batch_size,
-            _workers(config.workers, process),
+            config.workers if config.workers is not None else default_workers(process),
         )
         last = self.run / "last.pt"
         if last.exists() and not config.resume:
@@ -251,13 +251,17 @@ class Trainer:
 
     # -- the loop ----------------------------------------------------------------------------
 
+    def train_data(self) -> tuple[QADataset, StepSampler]:
+        """The training split as a dataset, and this process's batches of it."""
+        train, loading, process = self.data.splits["train"], self.loading, self.process
+        sampler = StepSampler(
+            len(train), loading.batch_size, self.config.seed, process.rank, process.world
+        )
+        return QADataset(train, self.data.source, loading.frames, loading.sampling), sampler
+
     def fit(self) -> dict[str, Any]:
         config, state = self.config, self.state
-        train = self.data.splits["train"]
-        sampler = StepSampler(
-            len(train), self.loading.batch_size, config.seed, self.process.rank, self.process.world
-        )
-        dataset = QADataset(train, self.data.source, self.loading.frames, config.sampling)
+        dataset, sampler = self.train_data()
         started, samples = time.perf_counter(), 0
         while state.epoch < config.epochs and not state.stopped:
             samples += self._train_epoch(dataset, sampler)
@@ -399,12 +403,6 @@ class Trainer:
             (self.run / "report.json").write_text(json.dumps(report, indent=2) + "\n")
             log.info("report: %s", self.run / "report.json")
         return report
-
-
-def _workers(workers: int | None, process: Process) -> int:
-    if workers is not None:
-        return workers
-    return max(0, min(8, (os.cpu_count() or 2) // max(1, process.world) - 1))
 
 
 def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:

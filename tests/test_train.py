@@ -167,28 +167,24 @@ def test_a_run_folder_is_never_overwritten_and_resume_keeps_settings(collections
     assert report["epochs_run"] == 2
 
 
-def _train_command(annotations: Path, store: Path, out: Path, *extra: str) -> list[str]:
+def _train_args(annotations: Path, store: Path, out: Path, *extra: str) -> list[str]:
+    """`masn train` arguments for a synthetic collection with the FAST settings."""
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in FAST.items() if k != "task"]
-    return [
-        sys.executable,
-        "-m",
-        "pipeline.cli",
-        "train",
-        "--task",
-        "custom",
-        "--annotations",
-        str(annotations),
-        "--features",
-        str(store),
-        "--out",
-        str(out),
-        *flags,
-        *extra,
-    ]
+    paths = ["--annotations", str(annotations), "--features", str(store), "--out", str(out)]
+    return ["train", "--task", "custom", *paths, *flags, *extra]
+
+
+def _train_command(annotations: Path, store: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "pipeline.cli", *_train_args(annotations, store, out, *extra)]
 
 
 def _quiet_env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+
+
+def _run(command: list[str]) -> None:
+    """Runs a training command to its end (an error shows its output)."""
+    subprocess.run(command, check=True, env=_quiet_env(), capture_output=True, timeout=300)
 
 
 @pytest.mark.slow
@@ -196,13 +192,7 @@ def test_kill_and_resume_ends_exactly_like_an_uninterrupted_run(collections, tmp
     annotations, store = collections["multiple_choice"]
     extra = ("--epochs=3", "--save-every=5")
     straight = tmp_path / "straight"
-    subprocess.run(
-        _train_command(annotations, store, straight, *extra),
-        check=True,
-        env=_quiet_env(),
-        capture_output=True,
-        timeout=300,
-    )
+    _run(_train_command(annotations, store, straight, *extra))
 
     killed = tmp_path / "killed"
     process = subprocess.Popen(
@@ -219,13 +209,7 @@ def test_kill_and_resume_ends_exactly_like_an_uninterrupted_run(collections, tmp
     interrupted = load_checkpoint(killed / "last.pt")["loop"]
     assert interrupted["global_step"] >= 5 and not (killed / "report.json").exists()
 
-    subprocess.run(
-        _train_command(annotations, store, killed, *extra, "--resume"),
-        check=True,
-        env=_quiet_env(),
-        capture_output=True,
-        timeout=300,
-    )
+    _run(_train_command(annotations, store, killed, *extra, "--resume"))
     first = json.loads((straight / "report.json").read_text())
     second = json.loads((killed / "report.json").read_text())
     for field in ("val", "test", "selected_epoch", "answer_only_baseline"):
@@ -240,23 +224,11 @@ def test_two_process_torchrun_training_matches_one_process(collections, tmp_path
     annotations, store = collections["open_ended"]
     extra = ("--epochs=6",)
     single = tmp_path / "single"
-    subprocess.run(
-        _train_command(annotations, store, single, *extra),
-        check=True,
-        env=_quiet_env(),
-        capture_output=True,
-        timeout=300,
-    )
+    _run(_train_command(annotations, store, single, *extra))
     double = tmp_path / "double"
-    command = _train_command(annotations, store, double, *extra)
-    command[1:3] = [
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc-per-node=2",
-        "-m",
-        "pipeline.cli",
-    ]
+    launch = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+    command = [sys.executable, *launch, "-m", "pipeline.cli"]
+    command += _train_args(annotations, store, double, *extra)
     result = subprocess.run(command, env=_quiet_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     one = json.loads((single / "report.json").read_text())
@@ -314,23 +286,7 @@ def test_missing_videos_are_reported_never_zero_filled(collections, tmp_path, ca
 def test_cli_train_and_evaluate(collections, tmp_path, capsys):
     annotations, store = collections["count"]
     out = tmp_path / "run"
-    flags = [f"--{k.replace('_', '-')}={v}" for k, v in FAST.items() if k != "task"]
-    code = main(
-        [
-            "train",
-            "--task",
-            "custom",
-            "--annotations",
-            str(annotations),
-            "--features",
-            str(store),
-            "--out",
-            str(out),
-            "--epochs",
-            "1",
-            *flags,
-        ]
-    )
+    code = main(_train_args(annotations, store, out, "--epochs", "1"))
     assert code == 0
     report = json.loads(capsys.readouterr().out)
     assert report["task"] == "custom" and "mse" in report["test"]
