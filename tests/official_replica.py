@@ -239,6 +239,7 @@ class MASN(nn.Module):
 
 
 OFFICIAL_PATHS = {
+    "model": [],
     "model.masn": [MASN],
     "model.modules": [],
     "model.modules.linear_weightdrop": [WeightDropLinear, weight_drop],

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.annotations import (
+from masn.pipeline.annotations import (
     FRAMEQA_TYPES,
     MSQA_TYPES,
     AnnotationError,

@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 import torch
 
-from extract.config import ExtractionConfig
-from extract.detector import DetectorConfig
-from extract.networks import FeatureNetworks
-from extract.store import VideoRecord
-from model import MASN, MASNConfig
-from pipeline.answer import (
+from masn.extract.config import ExtractionConfig
+from masn.extract.detector import DetectorConfig
+from masn.extract.networks import FeatureNetworks
+from masn.extract.store import VideoRecord
+from masn.model import MASN, MASNConfig
+from masn.pipeline.answer import (
     RANDOM_NOTE,
     answer_record,
     answer_video,
@@ -31,12 +31,12 @@ from pipeline.answer import (
     frames_at,
     video_features,
 )
-from pipeline.answers import AnswerSet
-from pipeline.checkpoint import Predictor, load_predictor, model_payload, save_atomic
-from pipeline.cli import main
-from pipeline.figure import draw_answer
-from pipeline.tasks import task_spec
-from pipeline.text import Vocabulary, clean_tokens
+from masn.pipeline.answers import AnswerSet
+from masn.pipeline.checkpoint import Predictor, load_predictor, model_payload, save_atomic
+from masn.pipeline.cli import main
+from masn.pipeline.figure import draw_answer
+from masn.pipeline.tasks import task_spec
+from masn.pipeline.text import Vocabulary, clean_tokens
 
 REPO = Path(__file__).resolve().parents[1]
 VIDEO = REPO / "data" / "sample" / "videos" / "bigbuckbunny.mp4"
@@ -216,7 +216,7 @@ def test_answer_video_draws_the_figure_and_returns_json(
         used.update(config=config, weights=networks.weights, device=device)
         return record
 
-    monkeypatch.setattr("pipeline.answer.extract_video", extracted)
+    monkeypatch.setattr("masn.pipeline.answer.extract_video", extracted)
     out = tmp_path / "figures" / "mc.png"
     result = answer_video(
         VIDEO,

@@ -6,11 +6,16 @@ import json
 
 import pytest
 
-from pipeline.bench import SHAPES
-from pipeline.bench_train import RepeatedSteps, derive_annotations, run_train_bench, write_store
-from pipeline.cli import build_parser
-from pipeline.data import StepSampler
-from pipeline.synthetic import WORDS
+from masn.pipeline.bench import SHAPES
+from masn.pipeline.bench_train import (
+    RepeatedSteps,
+    derive_annotations,
+    run_train_bench,
+    write_store,
+)
+from masn.pipeline.cli import build_parser
+from masn.pipeline.data import StepSampler
+from masn.pipeline.synthetic import WORDS
 
 TINY = {"frames": 4, "objects": 2, "features": 32, "words": 8, "vocab": 100}
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pipeline.cli import main
+from masn.pipeline.cli import main
 
 
 def test_console_script_lists_subcommands():

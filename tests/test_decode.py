@@ -13,8 +13,8 @@ import av
 import numpy as np
 import pytest
 
-from extract.decode import DecodedVideo, DecodeError, decode_video, iter_frames, probe
-from extract.frames import TIME_TOLERANCE, select_frames
+from masn.extract.decode import DecodedVideo, DecodeError, decode_video, iter_frames, probe
+from masn.extract.frames import TIME_TOLERANCE, select_frames
 from tests.media import (
     HEIGHT,
     WIDTH,

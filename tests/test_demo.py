@@ -9,8 +9,8 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 
-from pipeline.cli import main
-from pipeline.sample import KINDS
+from masn.pipeline.cli import main
+from masn.pipeline.sample import KINDS
 
 
 @pytest.mark.slow

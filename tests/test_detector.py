@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import nms, roi_pool
 
-from extract.detector import (
+from masn.extract.detector import (
     PIXEL_MEANS_BGR,
     BoxHead,
     Detector,
@@ -16,7 +16,7 @@ from extract.detector import (
     Trunk,
     preprocess,
 )
-from extract.proposals import (
+from masn.extract.proposals import (
     caffe_anchors,
     decode_boxes,
     grid_anchors,

@@ -23,14 +23,14 @@ import numpy as np
 import pytest
 import torch
 
-from extract.config import ExtractionConfig
-from extract.decode import decode_video
-from extract.detector import DetectorConfig
-from extract.networks import FeatureNetworks
-from extract.runner import RunOptions, extract_features
-from extract.show import show
-from extract.sources import list_videos
-from extract.store import FIELDS, FeatureStore
+from masn.extract.config import ExtractionConfig
+from masn.extract.decode import decode_video
+from masn.extract.detector import DetectorConfig
+from masn.extract.networks import FeatureNetworks
+from masn.extract.runner import RunOptions, extract_features
+from masn.extract.show import show
+from masn.extract.sources import list_videos
+from masn.extract.store import FIELDS, FeatureStore
 from tests.media import vfr_stamps, write_audio, write_clip
 
 REPO = Path(__file__).resolve().parents[1]
@@ -207,7 +207,7 @@ def test_motion_of_a_whole_frame_box_is_the_global_motion(networks):
 
 
 def test_i3d_nonlocal_layout_strides_time_by_eight():
-    from extract.i3d import I3DResNet50
+    from masn.extract.i3d import I3DResNet50
 
     network = I3DResNet50().eval()
     with torch.no_grad():
@@ -236,7 +236,7 @@ def test_bf16_autocast_keeps_global_features_close_to_fp32(collection):
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> list[str]:
-    return [sys.executable, "-m", "pipeline.cli", "extract", *args]
+    return [sys.executable, "-m", "masn", "extract", *args]
 
 
 def _quiet_env() -> dict[str, str]:
@@ -294,7 +294,7 @@ def test_two_process_torchrun_equals_one_process(short_clips, reference_store, t
         "--standalone",
         "--nproc-per-node=2",
         "-m",
-        "pipeline.cli",
+        "masn",
         "extract",
         "--videos",
         str(short_clips),

@@ -6,9 +6,9 @@ import h5py
 import numpy as np
 import pytest
 
-from extract.official_layout import official_files, read_key_map
-from extract.store import FeatureStore, StoreWriter, VideoRecord
-from pipeline.cli import main
+from masn.extract.official_layout import official_files, read_key_map
+from masn.extract.store import FeatureStore, StoreWriter, VideoRecord
+from masn.pipeline.cli import main
 
 
 def _store(path, keys):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.figure import AnswerView, draw_answer, pick_frames, shown_maps, word_block
+from masn.pipeline.figure import AnswerView, draw_answer, pick_frames, shown_maps, word_block
 
 WIDTH = 20  # token width L
 WORDS = ["what", "is", "the", "man", "doing", "on", "stage"]
@@ -181,7 +181,7 @@ def test_a_failed_draw_leaves_the_old_file_and_no_temporary(tmp_path):
 
 @pytest.mark.parametrize("fusion", ["full", "dual", "single", "none"])
 def test_draws_a_real_masn_output(tmp_path, fusion):
-    from model import MASN, MASNConfig, VideoFeatures
+    from masn.model import MASN, MASNConfig, VideoFeatures
 
     config = MASNConfig(
         vocab_size=50,

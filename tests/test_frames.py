@@ -9,7 +9,7 @@ import random
 import numpy as np
 import pytest
 
-from extract.frames import (
+from masn.extract.frames import (
     TIME_TOLERANCE,
     FrameSelector,
     clip_positions,

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from weights import glove
-from weights.glove import load_glove_rows
+from masn.weights import glove
+from masn.weights.glove import load_glove_rows
 
 ROWS = 30_000  # the first rows of glove.6B.50d, written as a GloVe file (about 13 MB of text)
 MISSING = ["zzq-not-a-word", "qqx-nor-this"]
@@ -157,7 +157,7 @@ def test_malformed_lines_are_counted_and_skipped(
     ]
     source.write_bytes(b"\n".join(lines) + b"\n")
     vocabulary = ["good", "bad", "short", "nan", "long", "new york", "last", "café"]
-    with caplog.at_level(logging.WARNING, logger="weights.glove"):
+    with caplog.at_level(logging.WARNING, logger="masn.weights.glove"):
         result = load_glove_rows(source, vocabulary)
     assert result.missing == ["bad", "short", "nan", "long", "café"]
     np.testing.assert_array_equal(result.vectors[0], np.float32([0.1, 0.2, 0.3]))

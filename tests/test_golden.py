@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from model.masn import VideoFeatures
-from model.official import forward_official, load_official
+from masn.model.masn import VideoFeatures
+from masn.model.official import forward_official, load_official
 
 
 def test_forward_official_reproduces_golden_output(golden):
@@ -103,7 +103,7 @@ def test_golden_parity_holds_on_every_mkl_code_path(golden, code_path):
         "import sys, numpy as np\n"
         "sys.path.insert(0, sys.argv[1])\n"
         "from conftest import Golden, load_reference_weights\n"
-        "from model.official import forward_official\n"
+        "from masn.model.official import forward_official\n"
         "g = Golden(__import__('pathlib').Path(sys.argv[2]), load_reference_weights(sys.argv[3]))\n"
         "out = forward_official(g.state_dict, g.task, g.data)\n"
         "print(np.abs(out - g['output']).max())\n"

@@ -7,11 +7,11 @@ import json
 import pytest
 import torch
 
-from extract.config import ExtractionConfig
-from extract.networks import FeatureNetworks
-from weights import commands, installed
-from weights.installed import ROLE_FILES, install, read_installed
-from weights.manifest import get
+from masn.extract.config import ExtractionConfig
+from masn.extract.networks import FeatureNetworks
+from masn.weights import commands, installed
+from masn.weights.installed import ROLE_FILES, install, read_installed
+from masn.weights.manifest import get
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from model.location import sinusoid_table
+from masn.model.location import sinusoid_table
 
 # The official buffer recipe, run under MKL's portable code path (the reference machine's).
 OFFICIAL_RECIPE = """

@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model import MASN, MASNConfig, VideoFeatures
-from model.heads import MultipleChoiceHead
-from model.masking import length_mask
+from masn.model import MASN, MASNConfig, VideoFeatures
+from masn.model.heads import MultipleChoiceHead
+from masn.model.masking import length_mask
 
 SMALL = {
     "vocab_size": 50,

@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from model import MASN
-from model.official import (
+from masn.model import MASN
+from masn.model.official import (
     UNUSED_OFFICIAL_KEYS,
     convert_official_state_dict,
     forward_official,
     load_official,
     read_official_checkpoint,
 )
-from model.unpickle import UnsafeCheckpointError
+from masn.model.unpickle import UnsafeCheckpointError
 from tests.official_replica import MASN as OfficialMASN
 from tests.official_replica import save_official_checkpoint
 

@@ -12,13 +12,13 @@ import h5py
 import numpy as np
 import pytest
 
-from extract.official_layout import (
+from masn.extract.official_layout import (
     OFFICIAL_FILES,
     OfficialFeatures,
     export_official,
     open_features,
 )
-from extract.store import FIELDS, REQUIRED_FIELDS, FeatureStore, StoreWriter, VideoRecord
+from masn.extract.store import FIELDS, REQUIRED_FIELDS, FeatureStore, StoreWriter, VideoRecord
 
 PREFIX = {"tgif": "tumblr_", "msvd": "vid", "msrvtt": "video"}
 

@@ -13,11 +13,11 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from extract.official_layout import OfficialFeatures, export_official, open_features
-from extract.store import FeatureStore, StoreWriter, VideoRecord
-from pipeline.annotations import FRAMEQA_TYPES, MSQA_TYPES, QARow, read_tgif
-from pipeline.answers import OUT_OF_SET, REFERENCE_CLASS, AnswerSet
-from pipeline.data import (
+from masn.extract.official_layout import OfficialFeatures, export_official, open_features
+from masn.extract.store import FeatureStore, StoreWriter, VideoRecord
+from masn.pipeline.annotations import FRAMEQA_TYPES, MSQA_TYPES, QARow, read_tgif
+from masn.pipeline.answers import OUT_OF_SET, REFERENCE_CLASS, AnswerSet
+from masn.pipeline.data import (
     VIDEO_FIELDS,
     Batch,
     Collate,
@@ -28,8 +28,8 @@ from pipeline.data import (
     evaluation_batches,
     frame_indices,
 )
-from pipeline.prepare import answer_classes
-from pipeline.tasks import (
+from masn.pipeline.prepare import answer_classes
+from masn.pipeline.tasks import (
     TASKS,
     infer_head,
     load_splits,
@@ -40,7 +40,7 @@ from pipeline.tasks import (
     total_file,
     vocabulary_texts,
 )
-from pipeline.text import (
+from masn.pipeline.text import (
     PAD,
     PLACEHOLDERS,
     QUESTION_WIDTH,
@@ -432,7 +432,7 @@ def test_encode_open_ended_policies(caplog):
     assert evaluation.tokens.shape == (4, QUESTION_WIDTH)
     assert evaluation.lengths.tolist() == [6, 4, 4, 4]
 
-    with caplog.at_level(logging.INFO, logger="pipeline.data"):
+    with caplog.at_level(logging.INFO, logger="masn.pipeline.data"):
         training = encode_questions(rows, spec, vocabulary, clean_tokens, classes, "wrong", True)
     assert "1 training questions have answers outside the 3 classes" in caplog.text
     assert training.targets.tolist() == [0, 1, 2]
@@ -557,7 +557,7 @@ def test_attach_features_drops_missing_videos(sources, caplog):
     vocabulary = Vocabulary(PLACEHOLDERS)
     spec = task_spec("msvd")
     questions = encode_questions(rows, spec, vocabulary, clean_tokens, AnswerSet(("x", "y")))
-    with FeatureStore(sources[0]) as store, caplog.at_level(logging.WARNING, "pipeline.data"):
+    with FeatureStore(sources[0]) as store, caplog.at_level(logging.WARNING, "masn.pipeline.data"):
         attached = attach_features(questions, store, "val")
     assert attached.keys == ["vid1", "vid2"]
     assert [r.question for r in attached.rows] == ["a?", "c?"]

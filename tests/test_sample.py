@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from extract.decode import decode_video, probe
-from extract.sources import list_videos
-from pipeline import sample
-from pipeline.annotations import read_jsonl
-from pipeline.tasks import infer_head
+from masn.extract.decode import decode_video, probe
+from masn.extract.sources import list_videos
+from masn.pipeline import sample
+from masn.pipeline.annotations import read_jsonl
+from masn.pipeline.tasks import infer_head
 
 SHIPPED = sample.SAMPLE_DIR / "questions"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from extract.sources import VideoSource, list_videos, load_msvd_mapping
+from masn.extract.sources import VideoSource, list_videos, load_msvd_mapping
 
 MAPPING_SHA256 = "28ad09f8b345eab9722cfeb2e43fe011689c9a1bdb2a10eb75f3801cc24508d7"
 
@@ -27,7 +27,7 @@ def keys(sources: list[VideoSource]) -> list[str]:
 
 
 def test_bundled_msvd_mapping_is_the_original_file():
-    data = (resources.files("extract") / "data" / "msvd_youtube_mapping.txt").read_bytes()
+    data = (resources.files("masn.extract") / "data" / "msvd_youtube_mapping.txt").read_bytes()
     assert hashlib.sha256(data).hexdigest() == MAPPING_SHA256
     mapping = load_msvd_mapping()
     assert len(mapping) == 1970
@@ -37,7 +37,7 @@ def test_bundled_msvd_mapping_is_the_original_file():
 
 def test_bundled_mapping_matches_the_shared_copy(shared_dir: Path):
     shared = shared_dir / "data" / "msvd-qa" / "youtube_mapping.txt"
-    bundled = resources.files("extract") / "data" / "msvd_youtube_mapping.txt"
+    bundled = resources.files("masn.extract") / "data" / "msvd_youtube_mapping.txt"
     assert bundled.read_bytes() == shared.read_bytes()
 
 

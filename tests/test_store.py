@@ -16,8 +16,8 @@ import h5py
 import numpy as np
 import pytest
 
-from extract.official_layout import OFFICIAL_FILES, export_official, import_official
-from extract.store import (
+from masn.extract.official_layout import OFFICIAL_FILES, export_official, import_official
+from masn.extract.store import (
     FIELDS,
     REQUIRED_FIELDS,
     FeatureStore,
@@ -377,7 +377,7 @@ def test_replaced_store_is_refused(tmp_path):
 
 CHILD = """
 import sys
-from extract.store import StoreWriter
+from masn.extract.store import StoreWriter
 from tests.test_store import CONFIG, WEIGHTS, synthetic_record
 
 path, count = sys.argv[1], int(sys.argv[2])

@@ -16,9 +16,16 @@ import numpy as np
 import pytest
 import torch
 
-from extract.store import FeatureStore
-from pipeline.cli import build_parser, main
-from pipeline.synergy import ANSWERS, TYPES, SynergyShape, alpha_lean, run_synergy, write_synergy
+from masn.extract.store import FeatureStore
+from masn.pipeline.cli import build_parser, main
+from masn.pipeline.synergy import (
+    ANSWERS,
+    TYPES,
+    SynergyShape,
+    alpha_lean,
+    run_synergy,
+    write_synergy,
+)
 
 OWN_STREAM = 90.0  # accuracy (%) a model must reach on the questions its streams can answer
 OTHER_STREAM = 50.0  # and must stay under on the others (chance 25 %, 5 sigma at 72 questions)

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from extract.official_layout import export_official
-from pipeline.checkpoint import load_checkpoint, load_predictor
-from pipeline.cli import main
-from pipeline.evaluate import run_evaluate
-from pipeline.synthetic import write_synthetic
-from pipeline.train import TrainConfig, train
+from masn.extract.official_layout import export_official
+from masn.pipeline.checkpoint import load_checkpoint, load_predictor
+from masn.pipeline.cli import main
+from masn.pipeline.evaluate import run_evaluate
+from masn.pipeline.synthetic import write_synthetic
+from masn.pipeline.train import TrainConfig, train
 
 HEADS = ("open_ended", "count", "multiple_choice")
 # Small and fast: planted answers are learnt in a few epochs at a higher learning rate.
@@ -123,7 +123,7 @@ def test_evaluate_writes_metrics_predictions_and_the_answer_only_baseline(traine
 
 
 def test_count_metric_uses_the_papers_clamp_and_zero_to_one_mapping():
-    from pipeline.metrics import Tally
+    from masn.pipeline.metrics import Tally
 
     tally = Tally(count=True)
     # Labels arrive as max(answer, 1): a TGIF "0" is a 1.
@@ -175,7 +175,7 @@ def _train_args(annotations: Path, store: Path, out: Path, *extra: str) -> list[
 
 
 def _train_command(annotations: Path, store: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "pipeline.cli", *_train_args(annotations, store, out, *extra)]
+    return [sys.executable, "-m", "masn", *_train_args(annotations, store, out, *extra)]
 
 
 def _quiet_env() -> dict[str, str]:
@@ -227,7 +227,7 @@ def test_two_process_torchrun_training_matches_one_process(collections, tmp_path
     _run(_train_command(annotations, store, single, *extra))
     double = tmp_path / "double"
     launch = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
-    command = [sys.executable, *launch, "-m", "pipeline.cli"]
+    command = [sys.executable, *launch, "-m", "masn"]
     command += _train_args(annotations, store, double, *extra)
     result = subprocess.run(command, env=_quiet_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -306,7 +306,7 @@ def _store_for(keys: list[str], path: Path) -> Path:
     """Random features (4 frames, 2 objects, 16-d) for ``keys``."""
     import numpy as np
 
-    from extract.store import StoreWriter, VideoRecord
+    from masn.extract.store import StoreWriter, VideoRecord
 
     rng = np.random.default_rng(0)
     boxes = np.tile(np.array([10.0, 10.0, 50.0, 40.0], np.float32), (4, 2, 1))
@@ -330,7 +330,7 @@ def _store_for(keys: list[str], path: Path) -> Path:
 def test_tgif_tasks_train_on_real_annotation_rows(shared_dir, tmp_path, task, caplog):
     """Real TGIF-QA rows (the first 300 of the test file, standing in for train and test) with
     features for the GIFs of 200 of them: the rest are reported missing, the run completes."""
-    from pipeline.annotations import read_tgif
+    from masn.pipeline.annotations import read_tgif
 
     source = shared_dir / "data" / "tgif-qa" / f"Test_{task}_question.csv"
     lines = source.read_text(encoding="utf-8").splitlines(keepends=True)[:301]

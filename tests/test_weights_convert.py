@@ -32,14 +32,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from extract.detector import AttributeHead, Detector, RPNHead
-from extract.i3d import MotionFeatures
-from extract.proposals import caffe_anchors
-from extract.resnet import GlobalAppearance
-from weights.convert import CONVERTERS, convert
-from weights.convert_detector import anchor_order
-from weights.safe_pickle import UnsafePickleError, load_pickle
-from weights.source_tensors import ConversionError
+from masn.extract.detector import AttributeHead, Detector, RPNHead
+from masn.extract.i3d import MotionFeatures
+from masn.extract.proposals import caffe_anchors
+from masn.extract.resnet import GlobalAppearance
+from masn.weights.convert import CONVERTERS, convert
+from masn.weights.convert_detector import anchor_order
+from masn.weights.safe_pickle import UnsafePickleError, load_pickle
+from masn.weights.source_tensors import ConversionError
 
 NORM = ("weight", "bias", "running_mean", "running_var")
 Shape = tuple[int, ...]

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from weights import commands, download
-from weights.download import (
+from masn.weights import commands, download
+from masn.weights.download import (
     LOCK_NAME,
     VerificationError,
     WeightsError,
@@ -26,8 +26,8 @@ from weights.download import (
     read_lock,
     verify,
 )
-from weights.manifest import FORMATS, ROLES, WeightEntry, default_entries, get, load_manifest
-from weights.status import MISSING, UNVERIFIED, VERIFIED, list_weights
+from masn.weights.manifest import FORMATS, ROLES, WeightEntry, default_entries, get, load_manifest
+from masn.weights.status import MISSING, UNVERIFIED, VERIFIED, list_weights
 
 PAYLOAD = random.Random(0).randbytes(3 << 20)  # three download chunks
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
@@ -216,7 +216,7 @@ def test_server_ignoring_range_restarts_cleanly(
 ) -> None:
     server.state.drops = 1
     server.state.ignore_range = True
-    with caplog.at_level(logging.INFO, logger="weights.download"):
+    with caplog.at_level(logging.INFO, logger="masn.weights.download"):
         path = fetch(make_entry([server.url()], sha256=SHA), tmp_path)
     assert server.state.requests[1] == ("/model.bin", f"bytes={DROP_AT}-")
     assert path.read_bytes() == PAYLOAD
@@ -382,7 +382,7 @@ def test_manifest_is_sane() -> None:
 
 
 def test_every_model_format_has_a_converter() -> None:
-    from weights.convert import CONVERTERS
+    from masn.weights.convert import CONVERTERS
 
     models = {e.format for e in load_manifest() if e.role != "glove"}
     assert models <= set(CONVERTERS)

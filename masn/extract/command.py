@@ -1,0 +1,77 @@
+"""`masn extract`: list a dataset's videos, take this rank's share, extract, merge the shards."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import replace
+from pathlib import Path
+
+from masn.extract.config import ExtractionConfig
+from masn.extract.networks import FeatureNetworks
+from masn.extract.runner import RunOptions, extract_features, resolve_device
+from masn.extract.sharding import Shard, merge_when_all_done
+from masn.extract.sources import list_videos
+
+log = logging.getLogger(__name__)
+
+RANDOM_WEIGHTS_WARNING = """
+################################################################################
+#  RANDOM WEIGHTS: the networks are randomly initialised (--random-weights).   #
+#  The features are meaningless; use this only for smoke tests and timing.     #
+#  For real features run `make weights` and drop --random-weights.             #
+################################################################################"""
+
+
+def default_workers(shard: Shard) -> int:
+    """Decode processes per rank: the CPU cores this rank's node share allows, at most 8."""
+    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    return max(1, min(8, (os.cpu_count() or 2) // local_ranks - 1))
+
+
+def run_extraction(
+    videos: str | Path,
+    dataset: str,
+    out: str | Path,
+    config: ExtractionConfig,
+    options: RunOptions,
+    weights: str | Path | None,
+    random_weights: bool = False,
+    mapping: str | Path | None = None,
+) -> int:
+    """Extracts ``videos`` into the store ``out``; returns the process exit code.
+
+    Exit 0 when at least one video was stored (or nothing was left to do), 1 otherwise.
+    """
+    out = Path(out)
+    shard = Shard.from_env()
+    sources = list_videos(Path(videos), dataset, Path(mapping) if mapping else None)
+    if not sources:
+        log.error("no %s videos found under %s", dataset, videos)
+        return 1
+    mine = shard.select(sources)
+    if shard.world > 1:
+        log.info("rank %d of %d: %d of %d videos", shard.rank, shard.world, len(mine), len(sources))
+    if random_weights:
+        log.warning(RANDOM_WEIGHTS_WARNING)
+        networks = FeatureNetworks.random(config)
+    else:
+        if weights is None:
+            raise ValueError("pass --weights DIR (converted weights) or --random-weights")
+        networks = FeatureNetworks.load(config, weights)
+    options = replace(options, device=str(resolve_device(options.device, shard.local_rank)))
+    store = shard.store_path(out)
+    summary = extract_features(mine, store, config, networks, options)
+    rate = summary.sampled_frames / summary.seconds if summary.seconds else 0.0
+    log.info(
+        "%s: stored %d videos (%d sampled frames, %.1f frames/s), %d already there, %d failed%s",
+        store,
+        summary.stored,
+        summary.sampled_frames,
+        rate,
+        summary.skipped,
+        summary.failed,
+        f" (reasons in {summary.failures})" if summary.failed else "",
+    )
+    merge_when_all_done(shard, out)
+    return 0 if summary.ok else 1

@@ -1,0 +1,699 @@
+"""The feature store: one HDF5 file of per-video MASN features, written crash-safely.
+
+Layout (DESIGN.md, "Extraction contract"). Root attributes: ``format`` ("masn-features"),
+``version`` (1), ``config`` (JSON of the extraction configuration), ``weights`` (JSON: network ->
+sha256, "random" or "unknown"), ``created`` (ISO time) and ``feature_dtype``. The group
+``videos`` holds one group per video, named by its key escaped with ``quote(key, safe="")``
+(keys of folder datasets are relative paths and may contain "/"), with the datasets of
+``FIELDS`` and the metadata attributes ``key``, ``path``, ``width``, ``height``, ``source_fps``,
+``duration`` and ``frames``.
+
+HDF5 files are not crash-safe while open for writing, so nothing ever appends to a finished
+store. ``StoreWriter`` commits each video as its own small file in ``<store>.parts/`` (written
+under a temporary name, fsynced, renamed) and ``consolidate`` packs store + parts into a new
+file that atomically replaces the store. A ``kill -9`` therefore loses only the videos in
+flight, and readers only ever see complete files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import errno
+import fcntl
+import hashlib
+import json
+import logging
+import math
+import os
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import quote, unquote
+
+import h5py
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+FORMAT = "masn-features"
+VERSION = 1
+FeatureDtype = Literal["float16", "float32"]
+
+# Symbolic shape of every field: T sampled frames, N objects, A / M appearance / motion widths.
+SHAPES: dict[str, tuple[str | int, ...]] = {
+    "appearance": ("T", "A"),
+    "appearance_objects": ("T", "N", "A"),
+    "motion": ("T", "M"),
+    "motion_objects": ("T", "N", "M"),
+    "box_geometry": ("T", "N", 6),
+    "boxes": ("T", "N", 4),
+    "frame_times": ("T",),
+    "object_labels": ("T", "N"),
+    "attribute_labels": ("T", "N"),
+    "object_scores": ("T", "N"),
+    "attribute_scores": ("T", "N"),
+}
+FEATURE_FIELDS = ("appearance", "appearance_objects", "motion", "motion_objects")
+REQUIRED_FIELDS = (*FEATURE_FIELDS, "box_geometry")
+FIELDS = tuple(SHAPES)
+# Stored dtypes of the non-feature fields (features use the store's feature dtype).
+FIXED_DTYPES = {
+    "box_geometry": np.dtype(np.float32),
+    "boxes": np.dtype(np.float32),
+    "frame_times": np.dtype(np.float64),
+    "object_labels": np.dtype(np.int16),
+    "attribute_labels": np.dtype(np.int16),
+    "object_scores": np.dtype(np.float32),
+    "attribute_scores": np.dtype(np.float32),
+}
+# Longest escaped key used verbatim as a part file name (file names are limited to 255 bytes).
+_MAX_PART_STEM = 200
+
+
+@dataclass(eq=False)
+class VideoRecord:
+    """One video's features (numpy arrays, T sampled frames x N objects) and metadata.
+
+    The ``REQUIRED_FIELDS`` must be set to write a record; the other arrays may be None (a store
+    imported from the official files has no pixel boxes, labels or scores), and
+    ``FeatureStore.read`` leaves fields that were not asked for as None. Unknown metadata:
+    width, height and frames 0, source_fps and duration NaN.
+    """
+
+    key: str
+    appearance: np.ndarray | None = None
+    appearance_objects: np.ndarray | None = None
+    motion: np.ndarray | None = None
+    motion_objects: np.ndarray | None = None
+    box_geometry: np.ndarray | None = None
+    boxes: np.ndarray | None = None
+    frame_times: np.ndarray | None = None
+    object_labels: np.ndarray | None = None
+    attribute_labels: np.ndarray | None = None
+    object_scores: np.ndarray | None = None
+    attribute_scores: np.ndarray | None = None
+    path: str = ""
+    width: int = 0
+    height: int = 0
+    source_fps: float = math.nan
+    duration: float = math.nan
+    frames: int = 0
+
+    @staticmethod
+    def geometry_from_boxes(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
+        """(..., 6) float32 ``[x1/W, y1/H, x2/W, y2/H, (x2-x1)/W, (y2-y1)/H]`` of pixel boxes.
+
+        The six location numbers MASN reads (masn_reference §2.4); all-zero (padding) boxes
+        give all-zero rows.
+        """
+        if width <= 0 or height <= 0:
+            raise ValueError(f"image size must be positive, got {width} x {height}")
+        boxes = np.asarray(boxes, dtype=np.float64)
+        if boxes.shape[-1:] != (4,):
+            raise ValueError(f"boxes must end in (x1, y1, x2, y2), got shape {boxes.shape}")
+        x1, y1, x2, y2 = np.moveaxis(boxes, -1, 0)
+        geometry = [x1 / width, y1 / height, x2 / width, y2 / height]
+        geometry += [(x2 - x1) / width, (y2 - y1) / height]
+        return np.stack(geometry, axis=-1).astype(np.float32)
+
+
+# Video metadata attributes and their Python types.
+METADATA: dict[str, type] = {
+    "path": str,
+    "width": int,
+    "height": int,
+    "source_fps": float,
+    "duration": float,
+    "frames": int,
+}
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """What made a store: the extraction configuration, the weights' checksums, the time."""
+
+    config: dict[str, Any]
+    weights: dict[str, str]
+    created: str
+
+    @classmethod
+    def new(cls, config: Mapping[str, Any], weights: Mapping[str, str]) -> Provenance:
+        """Provenance stamped now; config and weights normalised through JSON."""
+        try:
+            config_ = json.loads(json.dumps(dict(config)))
+            weights_ = json.loads(json.dumps(dict(weights)))
+        except TypeError as error:
+            raise TypeError(
+                f"config and weights must be JSON-serialisable (dicts, lists, str...): {error}"
+            ) from None
+        return cls(config_, weights_, datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+    def mismatch(self, other: Provenance) -> list[str]:
+        """What differs from ``other`` (ignoring the creation time), e.g. ``config (fps)``."""
+        found = []
+        for name in ("config", "weights"):
+            mine, theirs = getattr(self, name), getattr(other, name)
+            keys = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
+            if keys:
+                found.append(f"{name} ({', '.join(keys)})")
+        return found
+
+
+def escape_key(key: str) -> str:
+    """The HDF5 group name of a video key; rejects keys that cannot name a group."""
+    if not isinstance(key, str) or key in ("", ".", ".."):
+        raise ValueError(f"invalid video key {key!r}: use a non-empty name other than . and ..")
+    try:
+        return quote(key, safe="")
+    except UnicodeEncodeError:
+        raise ValueError(
+            f"video key {key!r} is not valid Unicode (an undecodable file name?); rename the file"
+        ) from None
+
+
+def prepare_arrays(record: VideoRecord, dtype: FeatureDtype) -> dict[str, np.ndarray]:
+    """The record's arrays in their stored dtypes, after checking presence, shapes and values."""
+    escape_key(record.key)
+    missing = [name for name in REQUIRED_FIELDS if getattr(record, name) is None]
+    if missing:
+        raise ValueError(f"video {record.key!r}: missing required field(s) {', '.join(missing)}")
+    arrays = {
+        name: np.asarray(value) for name in FIELDS if (value := getattr(record, name)) is not None
+    }
+    _check_shapes(record.key, arrays)
+    return {name: _cast(record.key, name, array, dtype) for name, array in arrays.items()}
+
+
+def _check_shapes(key: str, arrays: Mapping[str, np.ndarray]) -> None:
+    sizes: dict[str, int] = {}
+    consistent = True
+    for name, array in arrays.items():
+        pattern = SHAPES[name]
+        if array.ndim != len(pattern):
+            consistent = False
+            continue
+        for symbol, size in zip(pattern, array.shape, strict=True):
+            expected = sizes.setdefault(symbol, size) if isinstance(symbol, str) else symbol
+            consistent &= size == expected and size > 0
+    if not consistent:
+        found = ", ".join(f"{name} {tuple(array.shape)}" for name, array in arrays.items())
+        wanted = ", ".join(f"{name} ({', '.join(map(str, SHAPES[name]))})" for name in arrays)
+        raise ValueError(
+            f"video {key!r}: inconsistent shapes {found}; expected {wanted} with one T (sampled "
+            "frames >= 1) and one N (objects >= 1) throughout"
+        )
+
+
+def _cast(key: str, name: str, array: np.ndarray, dtype: FeatureDtype) -> np.ndarray:
+    target = np.dtype(dtype) if name in FEATURE_FIELDS else FIXED_DTYPES[name]
+    if target.kind == "i":
+        if array.dtype.kind not in "iu":
+            raise ValueError(f"video {key!r}: {name} must hold integers, got {array.dtype}")
+        limits = np.iinfo(target)
+        if array.min() < limits.min or array.max() > limits.max:
+            raise ValueError(f"video {key!r}: {name} has values outside the {target} range")
+    elif array.dtype.kind not in "iuf":
+        raise ValueError(f"video {key!r}: {name} must be numeric, got {array.dtype}")
+    with np.errstate(over="ignore"):  # overflow is reported below, with the fix
+        stored = array.astype(target, copy=False)
+    if stored.dtype.kind == "f" and not np.isfinite(stored).all():
+        if not np.isfinite(array).all():
+            cause = "NaN or inf"
+        elif target == np.float16:
+            cause = "values too large for float16; write a float32 store"
+        else:
+            cause = f"values too large for {target}"
+        raise ValueError(f"video {key!r}: {name} has non-finite values ({cause})")
+    return stored
+
+
+def _write_group(videos: h5py.Group, record: VideoRecord, arrays: Mapping[str, np.ndarray]) -> None:
+    group = videos.create_group(escape_key(record.key))
+    for name, array in arrays.items():
+        group.create_dataset(name, data=array)
+    group.attrs["key"] = record.key
+    for name, kind in METADATA.items():
+        group.attrs[name] = kind(getattr(record, name))
+
+
+def add_video(videos: h5py.Group, record: VideoRecord, dtype: FeatureDtype) -> None:
+    """Validates ``record`` and writes it into a store's open ``videos`` group."""
+    _write_group(videos, record, prepare_arrays(record, dtype))
+
+
+def check_dtype(dtype: str) -> None:
+    """Refuses feature dtypes other than float16 and float32."""
+    if dtype not in ("float16", "float32"):
+        raise ValueError(f"feature dtype must be float16 or float32, got {dtype!r}")
+
+
+def init_store(file: h5py.File, provenance: Provenance, dtype: FeatureDtype) -> h5py.Group:
+    """Writes the root attributes of a new store into ``file``; returns its ``videos`` group."""
+    check_dtype(dtype)
+    file.attrs.update(
+        format=FORMAT,
+        version=VERSION,
+        config=json.dumps(provenance.config, sort_keys=True),
+        weights=json.dumps(provenance.weights, sort_keys=True),
+        created=provenance.created,
+        feature_dtype=dtype,
+    )
+    return file.create_group("videos")
+
+
+def _fsync(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_dead_temporaries(path: Path) -> None:
+    """Removes ``<path>.tmp.<pid>`` files of processes that no longer run."""
+    prefix = f"{path.name}.tmp."
+    for entry in os.scandir(path.parent):
+        pid = entry.name[len(prefix) :]
+        if entry.name.startswith(prefix) and pid.isdigit() and not _pid_alive(int(pid)):
+            log.info("removing %s, left by an interrupted run", entry.path)
+            Path(entry.path).unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_hdf5(path: str | os.PathLike[str]) -> Iterator[h5py.File]:
+    """A new HDF5 file that replaces ``path`` only once complete and on disk.
+
+    Written as ``<path>.tmp.<pid>``, fsynced, then renamed over ``path``; on error the temporary
+    file is removed, and one left by a killed process is removed by the next call.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_dead_temporaries(path)
+    temporary = path.with_name(f"{path.name}.tmp.{os.getpid()}")
+    try:
+        with h5py.File(temporary, "w", locking=False) as file:
+            yield file
+        _fsync(temporary)
+        os.replace(temporary, path)
+        _fsync(path.parent)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+class StoreWriter:
+    """Writes a store video by video so that a killed run loses only the videos in flight.
+
+    Each ``write`` commits one video as ``<store>.parts/<escaped key>.h5``; ``consolidate``
+    packs the existing store and all parts into a new store file that atomically replaces the
+    old one. A rerun with the same config and weights skips ``done_keys()``; a different
+    config, weights or feature dtype is refused. One writer per store at a time (file lock);
+    ``write`` may be called from a background thread.
+    """
+
+    def __init__(
+        self,
+        store_path: str | os.PathLike[str],
+        config: Mapping[str, Any],
+        weights: Mapping[str, str],
+        dtype: FeatureDtype = "float16",
+    ):
+        check_dtype(dtype)
+        self.path = Path(store_path)
+        self.parts_dir = self.path.with_name(self.path.name + ".parts")
+        self.dtype: FeatureDtype = dtype
+        self.provenance = Provenance.new(config, weights)
+        self.parts_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_fd: int | None = _lock(self.parts_dir / ".lock", self.path)
+        try:
+            for stale in self.parts_dir.glob(".*.tmp"):
+                log.info("removing %s, left by an interrupted run", stale)
+                stale.unlink()
+            _remove_dead_temporaries(self.path)
+            self._check_origin()
+            self._done = set(self._parts()) | set(_store_keys(self.path))
+        except BaseException:
+            self.close()
+            raise
+        self._done_lock = threading.Lock()
+
+    def __enter__(self) -> StoreWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def done_keys(self) -> frozenset[str]:
+        """Keys already committed, in parts or in the consolidated store."""
+        with self._done_lock:
+            return frozenset(self._done)
+
+    def write(self, record: VideoRecord) -> None:
+        """Validates and commits one video (a part file: temporary name, fsync, rename)."""
+        if self._lock_fd is None:
+            raise RuntimeError(f"the writer of {self.path} is closed")
+        with self._done_lock:
+            if record.key in self._done:
+                raise ValueError(
+                    f"video {record.key!r} is already in {self.path}; skip done_keys() on reruns"
+                )
+        arrays = prepare_arrays(record, self.dtype)
+        stem = _part_stem(record.key)
+        temporary = self.parts_dir / f".{stem}.{os.getpid()}.tmp"
+        try:
+            with h5py.File(temporary, "w", locking=False) as file:
+                _write_group(file.create_group("videos"), record, arrays)
+            _fsync(temporary)
+            os.replace(temporary, self.parts_dir / f"{stem}.h5")
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+        with self._done_lock:
+            self._done.add(record.key)
+
+    def consolidate(self) -> Path:
+        """Packs the store and all committed parts into the store file, then deletes the parts.
+
+        Safe to interrupt: the old store and the parts stay intact until the new store has
+        replaced the old one, and parts already packed are simply packed again by a rerun.
+        Needs free disk space for a second copy of the store.
+        """
+        if self._lock_fd is None:
+            raise RuntimeError(f"the writer of {self.path} is closed")
+        parts = self._parts()
+        if not parts and self.path.exists():
+            return self.path
+        created = _read_provenance(self.path)[0].created if self.path.exists() else None
+        provenance = Provenance(
+            self.provenance.config, self.provenance.weights, created or self._parts_created()
+        )
+        with atomic_hdf5(self.path) as out:
+            videos = init_store(out, provenance, self.dtype)
+            for part in parts.values():
+                _copy_part(part, videos)
+            if self.path.exists():
+                with h5py.File(self.path, "r", locking=False) as old:
+                    for name, group in old["videos"].items():
+                        if name not in videos:
+                            old.copy(group, videos, name)
+            total = len(videos)
+        for part in parts.values():
+            part.unlink()
+        log.info("%s: %d videos (%d from parts)", self.path, total, len(parts))
+        return self.path
+
+    def close(self) -> None:
+        """Releases the store; removes the staging folder when no parts are left in it."""
+        if self._lock_fd is None:
+            return
+        if not any(name.endswith(".h5") for name in os.listdir(self.parts_dir)):
+            for name in ("provenance.json", ".lock"):
+                (self.parts_dir / name).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                self.parts_dir.rmdir()
+        os.close(self._lock_fd)
+        self._lock_fd = None
+
+    def _parts(self) -> dict[str, Path]:
+        parts = {}
+        for entry in os.scandir(self.parts_dir):
+            if entry.name.endswith(".h5"):
+                stem = entry.name[: -len(".h5")]
+                key = _part_key(Path(entry.path)) if stem.startswith("#") else unquote(stem)
+                parts[key] = Path(entry.path)
+        return parts
+
+    def _check_origin(self) -> None:
+        """Refuses a store or staging folder made with another config, weights or dtype."""
+        record = self.parts_dir / "provenance.json"
+        origins = []
+        if self.path.exists():
+            origins.append((self.path, *_read_provenance(self.path)))
+        if record.exists():
+            saved = json.loads(record.read_text())
+            saved_provenance = Provenance(saved["config"], saved["weights"], saved["created"])
+            origins.append((record, saved_provenance, saved["feature_dtype"]))
+        for where, provenance, dtype in origins:
+            found = provenance.mismatch(self.provenance)
+            if dtype != self.dtype:
+                found.append(f"feature dtype ({dtype} there, {self.dtype} here)")
+            if found:
+                raise ValueError(
+                    f"{where} was made with a different {' and '.join(found)}; write to another "
+                    "output path (or delete the old store and its .parts folder to start over)"
+                )
+        if not record.exists():
+            text = json.dumps({**self.provenance.__dict__, "feature_dtype": self.dtype})
+            temporary = self.parts_dir / f".provenance.json.{os.getpid()}.tmp"
+            temporary.write_text(text)
+            _fsync(temporary)
+            os.replace(temporary, record)
+
+    def _parts_created(self) -> str:
+        return json.loads((self.parts_dir / "provenance.json").read_text())["created"]
+
+
+def _lock(path: Path, store: Path) -> int:
+    """An exclusive lock on ``path`` held until the descriptor closes (also on kill -9)."""
+    while True:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(descriptor)
+            raise RuntimeError(
+                f"another process is writing {store}; wait for it to finish or write elsewhere"
+            ) from None
+        except OSError as error:
+            if error.errno not in (errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOLCK):
+                os.close(descriptor)
+                raise
+            log.warning("no file locks on this file system: run one writer of %s at a time", store)
+            return descriptor
+        # A writer that finished may have deleted the lock file between our open and flock.
+        if path.exists() and os.stat(path).st_ino == os.fstat(descriptor).st_ino:
+            return descriptor
+        os.close(descriptor)
+
+
+def _part_stem(key: str) -> str:
+    """Escaped key, or "#" + its sha256 when too long for a file name ("#" is always escaped)."""
+    name = escape_key(key)
+    return name if len(name) <= _MAX_PART_STEM else "#" + hashlib.sha256(key.encode()).hexdigest()
+
+
+def _part_key(part: Path) -> str:
+    with h5py.File(part, "r", locking=False) as file:
+        return str(file["videos"][next(iter(file["videos"]))].attrs["key"])
+
+
+def _copy_part(part: Path, videos: h5py.Group) -> None:
+    try:
+        with h5py.File(part, "r", locking=False) as file:
+            for name, group in file["videos"].items():
+                file.copy(group, videos, name)
+    except (OSError, KeyError) as error:
+        raise RuntimeError(
+            f"cannot read the committed part {part} ({error}); delete it and rerun to extract "
+            "that video again"
+        ) from error
+
+
+def _read_provenance(path: Path) -> tuple[Provenance, str]:
+    with h5py.File(path, "r", locking=False) as file:
+        return _provenance_of(file, path)
+
+
+def _provenance_of(file: h5py.File, path: Path) -> tuple[Provenance, str]:
+    attrs = file.attrs
+    if attrs.get("format") != FORMAT:
+        raise ValueError(
+            f"{path} is not a MASN feature store (no format={FORMAT!r} attribute); for the "
+            "official MASN feature files use `masn features import-official` "
+            "(masn.extract.official_layout.import_official)"
+        )
+    if int(attrs["version"]) > VERSION:
+        raise ValueError(
+            f"{path} has store version {attrs['version']}, newer than this code reads "
+            f"({VERSION}); update the masn package"
+        )
+    provenance = Provenance(
+        json.loads(attrs["config"]), json.loads(attrs["weights"]), str(attrs["created"])
+    )
+    return provenance, str(attrs["feature_dtype"])
+
+
+def _store_keys(path: Path) -> list[str]:
+    if not path.exists():
+        return []
+    with h5py.File(path, "r", locking=False) as file:
+        return [unquote(name) for name in file["videos"]]
+
+
+class FeatureStore:
+    """Read-only access to a consolidated store; usable from DataLoader worker processes.
+
+    The HDF5 file is opened on first access in each process (HDF5 handles must not cross a
+    fork) and the object pickles without it. Once a process has read the file, a store that
+    was replaced on disk meanwhile is refused rather than mixed with the old one.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = Path(path)
+        if not self.path.exists():
+            parts = self.path.with_name(self.path.name + ".parts")
+            hint = (
+                f"; {parts} holds unconsolidated videos: rerun the extraction to consolidate them"
+                if parts.is_dir()
+                else ""
+            )
+            raise FileNotFoundError(f"no feature store at {self.path}{hint}")
+        self.provenance, self.feature_dtype = _read_provenance(self.path)
+        self._file: h5py.File | None = None
+        self._videos: h5py.Group | None = None
+        self._pid: int | None = None
+        self._identity: tuple[int, int] | None = None
+        self._keys: list[str] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_file": None, "_videos": None, "_pid": None}
+
+    def __enter__(self) -> FeatureStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __len__(self) -> int:
+        return len(self._group())
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, str):
+            return False
+        try:
+            name = escape_key(key)
+        except ValueError:
+            return False
+        return name in self._group()
+
+    def keys(self) -> list[str]:
+        """The original video keys, in storage order."""
+        if self._keys is None:
+            self._keys = [unquote(name) for name in self._group()]
+        return list(self._keys)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+    def num_frames(self, key: str) -> int:
+        """T, the number of sampled frames of ``key`` (read from the shape, no data read)."""
+        return int(self._video(key)["appearance"].shape[0])
+
+    def read(self, key: str, fields: Iterable[str] | None = None) -> VideoRecord:
+        """The video's record; only ``fields`` are read (all when None), absent ones are None."""
+        wanted = FIELDS if fields is None else tuple(fields)
+        unknown = sorted(set(wanted) - set(FIELDS))
+        if unknown:
+            raise ValueError(f"unknown field(s) {unknown}; choose from {list(FIELDS)}")
+        group = self._video(key)
+        arrays = {name: dataset[()] for name in wanted if (dataset := group.get(name)) is not None}
+        attrs = group.attrs
+        metadata = {name: kind(attrs[name]) for name, kind in METADATA.items()}
+        return VideoRecord(key=key, **arrays, **metadata)
+
+    def close(self) -> None:
+        """Closes this process's handle (a later access reopens it)."""
+        if self._file is not None and self._pid == os.getpid():
+            self._file.close()
+        self._file = self._videos = None
+
+    def _group(self) -> h5py.Group:
+        if self._videos is None or self._pid != os.getpid():
+            # A handle inherited through fork belongs to the parent: leave it alone.
+            file = h5py.File(self.path, "r", locking=False)
+            status = os.fstat(file.id.get_vfd_handle())
+            identity = (status.st_dev, status.st_ino)
+            if self._identity not in (None, identity):
+                file.close()
+                raise RuntimeError(
+                    f"{self.path} was replaced (by a consolidation or merge) after it was first "
+                    "read; create a new FeatureStore to read the new file"
+                )
+            self._file, self._pid, self._identity = file, os.getpid(), identity
+            self._videos = file["videos"]
+        return self._videos
+
+    def _video(self, key: str) -> h5py.Group:
+        try:
+            return self._group()[escape_key(key)]
+        except (KeyError, ValueError):
+            close = difflib.get_close_matches(str(key), self.keys(), n=3)
+            hint = f"; close keys: {', '.join(map(repr, close))}" if close else ""
+            raise KeyError(f"no video {key!r} in {self.path}{hint}") from None
+
+
+def merge_stores(
+    shard_paths: Sequence[str | os.PathLike[str]], out_path: str | os.PathLike[str]
+) -> Path:
+    """Joins consolidated shard stores into ``out_path`` (atomically replaced); returns it.
+
+    Shards must share config, weights and feature dtype, so per-rank values must stay out of
+    the extraction config. A key in several shards must have identical arrays there.
+    """
+    out_path = Path(out_path)
+    if not shard_paths:
+        raise ValueError("merge_stores needs at least one shard")
+    shards = [FeatureStore(path) for path in shard_paths]
+    try:
+        if any(out_path.resolve() == shard.path.resolve() for shard in shards):
+            raise ValueError(f"{out_path} is one of the shards; merge into a new path")
+        first = shards[0]
+        for shard in shards[1:]:
+            found = shard.provenance.mismatch(first.provenance)
+            if shard.feature_dtype != first.feature_dtype:
+                found.append(f"feature dtype ({shard.feature_dtype}, {first.feature_dtype})")
+            if found:
+                raise ValueError(
+                    f"shard {shard.path} differs from {first.path} in {' and '.join(found)}; "
+                    "shards must come from one extraction configuration"
+                )
+        created = min(shard.provenance.created for shard in shards)
+        provenance = Provenance(first.provenance.config, first.provenance.weights, created)
+        with atomic_hdf5(out_path) as out:
+            videos = init_store(out, provenance, first.feature_dtype)
+            origin: dict[str, Path] = {}
+            for shard in shards:
+                source = shard._group()
+                for name, group in source.items():
+                    if name not in videos:
+                        source.file.copy(group, videos, name)
+                        origin[name] = shard.path
+                    elif not _same_arrays(videos[name], group):
+                        raise ValueError(
+                            f"video {unquote(name)!r} differs between {origin[name]} and "
+                            f"{shard.path}; re-extract it or drop it from one shard"
+                        )
+            total = len(videos)
+    finally:
+        for shard in shards:
+            shard.close()
+    log.info("merged %d shards into %s: %d videos", len(shards), out_path, total)
+    return out_path
+
+
+def _same_arrays(a: h5py.Group, b: h5py.Group) -> bool:
+    return set(a) == set(b) and all(np.array_equal(a[name][()], b[name][()]) for name in a)

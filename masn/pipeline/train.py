@@ -1,0 +1,429 @@
+"""`masn train`: MASN on one task, with validation-based model selection and exact resume.
+
+Defaults reproduce the paper: Adam at 1e-4, batch 32 (16 for Action and Transition), T = 20
+sampled frames for TGIF-QA and 30 for MSVD/MSRVTT. Each epoch trains, evaluates the validation
+split (and the test split with ``select_on="test"``, the paper's practice) and keeps the best
+model in ``best.pt``; training stops after ``patience`` epochs without improvement. The test
+split is reported at the selected epoch. ``last.pt`` holds the whole loop state (weights,
+optimizer, random streams, position in the epoch), written atomically at every epoch end and
+every ``save_every`` steps, so ``resume=True`` continues a killed run to the very same result.
+
+Under torchrun every process reads its share of each batch (``StepSampler``) and DDP averages
+gradients; losses are weighted so that W processes take exactly the steps of one process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from masn.extract.command import default_workers
+from masn.extract.runner import resolve_device
+from masn.model import MASN, MASNConfig
+from masn.pipeline.baseline import answer_only_baseline
+from masn.pipeline.checkpoint import load_checkpoint, model_payload, save_atomic
+from masn.pipeline.data import Batch, QADataset, StepSampler
+from masn.pipeline.distributed import Process
+from masn.pipeline.evaluate import Loading, autocast, evaluate_split, loader, metric_settings
+from masn.pipeline.logs import RunLog
+from masn.pipeline.metrics import selection_metric
+from masn.pipeline.prepare import TaskData, feature_dims, open_source, prepare_task, word_vectors
+from masn.pipeline.tasks import infer_head, load_splits, task_spec
+from masn.pipeline.text import tokeniser
+from masn.weights.download import cache_dir
+
+log = logging.getLogger(__name__)
+
+GLOVE_FILE = "glove.42B.300d.zip"
+# Settings that must not change when a run resumes: they shape the data, the model or the loop.
+_DATA_SETTINGS = ("task", "head", "tokenizer", "frames", "sampling", "val_fraction", "glove")
+_MODEL_SETTINGS = ("mode", "hidden", "dropout", "streams", "fusion", "out_of_set", "answers_top")
+_LOOP_SETTINGS = ("batch_size", "lr", "seed", "select_on")
+_FIXED_ON_RESUME = _DATA_SETTINGS + _MODEL_SETTINGS + _LOOP_SETTINGS
+
+
+@dataclass
+class TrainConfig:
+    """Everything ``masn train`` takes; None means "the task's default" (see TaskSpec)."""
+
+    task: str = "frameqa"
+    annotations: str | None = None
+    features: str | None = None
+    out: str | None = None  # run folder, default runs/<task>
+    glove: str | None = None  # GloVe .txt/.zip; default the weights cache's 42B file; "random"
+    head: str | None = None  # custom collections only
+    mode: str = "fixed"
+    tokenizer: str | None = None  # default: official in reference mode, clean otherwise
+    frames: int | None = None
+    sampling: str = "first"
+    batch_size: int | None = None
+    lr: float = 1e-4
+    epochs: int = 100
+    patience: int = 10
+    select_on: str = "val"
+    val_fraction: float = 0.1
+    seed: int = 999
+    out_of_set: str = "wrong"
+    answers_top: int | None = None
+    hidden: int = 512
+    dropout: float = 0.3
+    streams: str = "both"
+    fusion: str = "full"
+    workers: int | None = None
+    device: str = "auto"
+    precision: str | None = None  # default bf16 autocast on GPUs, fp32 on CPUs
+    save_every: int = 0  # steps between mid-epoch checkpoints (0: epoch ends only)
+    log_every: int = 50
+    baseline: bool = True
+    resume: bool = False
+
+    def __post_init__(self) -> None:
+        choices = {
+            "mode": ("fixed", "reference"),
+            "sampling": ("first", "uniform"),
+            "select_on": ("val", "test"),
+            "out_of_set": ("wrong", "reference"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.epochs < 1 or self.patience < 1:
+            raise ValueError("epochs and patience must be at least 1")
+
+
+@dataclass
+class LoopState:
+    """Where the loop is: the next epoch and step in it, the best result so far."""
+
+    epoch: int = 0
+    step: int = 0
+    global_step: int = 0
+    best: float | None = None
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    stopped: bool = False
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Trainer:
+    """One training run in one process (torchrun starts one per GPU)."""
+
+    def __init__(self, config: TrainConfig, process: Process, device: torch.device):
+        self.config, self.process, self.device = config, process, device
+        spec = task_spec(config.task)
+        self.annotations = Path(config.annotations or spec.annotations)
+        rows = load_splits(spec, self.annotations, config.seed, config.val_fraction)
+        if spec.name == "custom":
+            spec = task_spec(spec.name, config.head or infer_head(rows["train"]))
+            types = {row.qtype for split in rows.values() for row in split} - {""}
+            spec = replace(spec, qtypes=tuple(sorted(types)))
+        self.spec, self.rows = spec, rows
+        self.run = Path(config.out or f"runs/{spec.name}")
+        self.features = Path(config.features or spec.features)
+        self.tokenizer = config.tokenizer or ("official" if config.mode == "reference" else "clean")
+        self.precision = config.precision or ("bf16" if device.type == "cuda" else "fp32")
+        self.loading = Loading(
+            config.frames or spec.frames,
+            config.sampling,
+            config.batch_size or spec.batch_size,
+            config.workers if config.workers is not None else default_workers(process),
+        )
+        last = self.run / "last.pt"
+        if last.exists() and not config.resume:
+            raise ValueError(
+                f"{self.run} already holds a run ({last}); pass --resume to continue it or "
+                "--out NEW_FOLDER to start another"
+            )
+        torch.manual_seed(config.seed + process.rank)
+        source = open_source(spec, self.features)
+        self.data: TaskData = prepare_task(
+            spec,
+            rows,
+            self.annotations,
+            source,
+            self.tokenizer,
+            config.out_of_set,
+            config.answers_top,
+        )
+        self.model = self._build_model()
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(trainable, lr=config.lr, fused=device.type == "cuda")
+        self.state = LoopState()
+        if config.resume and last.exists():
+            self._restore(load_checkpoint(last))
+        elif config.resume:
+            log.warning("no %s to resume from: starting a new run", last)
+        self.wrapped = (
+            DistributedDataParallel(
+                self.model, device_ids=[device] if device.type == "cuda" else None
+            )
+            if process.world > 1
+            else self.model
+        )
+        self.logs = RunLog(self.run) if process.main else None
+
+    def _build_model(self) -> MASN:
+        config, data = self.config, self.data
+        train = data.splits["train"]
+        if len(train) == 0:
+            raise ValueError("no training question has features; see the warnings above")
+        glove = None if config.glove == "random" else Path(config.glove or cache_dir() / GLOVE_FILE)
+        cache = self.run / "word_vectors.npy"
+        if self.process.main:
+            vectors = word_vectors(data.vocabulary, glove, cache, config.seed)
+        self.process.barrier()
+        if not self.process.main:  # rank 0 filled the cache; the others read it
+            vectors = word_vectors(data.vocabulary, glove, cache, config.seed)
+        model_config = MASNConfig(
+            vocab_size=len(data.vocabulary),
+            task=self.spec.head,
+            num_answers=max(len(data.answers or ()), 1),
+            mode=config.mode,
+            word_dim=vectors.shape[1],
+            hidden=config.hidden,
+            dropout=config.dropout,
+            streams=config.streams,
+            fusion=config.fusion,
+            **feature_dims(data.source, train.keys[0]),
+        )
+        return MASN(model_config, vectors).to(self.device)
+
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def _payload(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        settings = {
+            **asdict(self.config),
+            "annotations": str(self.annotations),
+            "features": str(self.features),
+            "tokenizer": self.tokenizer,
+            "frames": self.loading.frames,
+            "batch_size": self.loading.batch_size,
+        }
+        info = {"train_config": settings, "epoch": self.state.epoch, "metrics": metrics}
+        data = self.data
+        return model_payload(
+            self.model,
+            self.spec,
+            data.vocabulary,
+            data.answers,
+            self.tokenizer,
+            self.loading.frames,
+            self.config.sampling,
+            info,
+        )
+
+    def _save_last(self) -> None:
+        """The loop state; every rank's random streams are gathered (a collective call)."""
+        streams = self.process.gather(_rng_state(self.device))
+        if self.process.main:
+            payload = self._payload({})
+            payload["optimizer"] = self.optimizer.state_dict()
+            payload["loop"] = asdict(self.state)
+            payload["rng"] = streams
+            save_atomic(payload, self.run / "last.pt")
+
+    def _restore(self, payload: dict[str, Any]) -> None:
+        saved = payload["info"]["train_config"]
+        current = self._payload({})["info"]["train_config"]
+        changed = [k for k in _FIXED_ON_RESUME if saved.get(k) != current.get(k)]
+        if changed:
+            diff = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed)
+            raise ValueError(f"cannot resume {self.run} with other settings ({diff})")
+        self.model.load_state_dict(payload["state_dict"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.state = LoopState(**payload["loop"])
+        streams = payload["rng"]
+        if len(streams) == self.process.world:
+            _set_rng_state(streams[self.process.rank], self.device)
+        else:
+            log.warning(
+                "resuming with %d processes instead of %d", self.process.world, len(streams)
+            )
+        log.info("resumed %s at epoch %d, step %d", self.run, self.state.epoch, self.state.step)
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def train_data(self) -> tuple[QADataset, StepSampler]:
+        """The training split as a dataset, and this process's batches of it."""
+        train, loading, process = self.data.splits["train"], self.loading, self.process
+        sampler = StepSampler(
+            len(train), loading.batch_size, self.config.seed, process.rank, process.world
+        )
+        return QADataset(train, self.data.source, loading.frames, loading.sampling), sampler
+
+    def fit(self) -> dict[str, Any]:
+        config, state = self.config, self.state
+        dataset, sampler = self.train_data()
+        started, samples = time.perf_counter(), 0
+        while state.epoch < config.epochs and not state.stopped:
+            samples += self._train_epoch(dataset, sampler)
+            self._end_epoch()
+        seconds = time.perf_counter() - started
+        report = self._report(samples / seconds if samples else None)
+        if self.logs is not None:
+            self.logs.close()
+        return report
+
+    def _train_epoch(self, dataset: QADataset, sampler: StepSampler) -> int:
+        state, process = self.state, self.process
+        sampler.set_epoch(state.epoch, state.step)
+        size, batch_size = len(dataset), self.loading.batch_size
+        running, seen, samples = torch.zeros((), device=self.device), 0, 0
+        self.model.train()
+        bar = tqdm(
+            loader(dataset, sampler, self.loading, self.device),
+            total=sampler.steps(),
+            initial=state.step,
+            desc=f"epoch {state.epoch + 1}/{self.config.epochs}",
+            disable=not process.main,
+            leave=False,
+        )
+        for batch in bar:
+            share = len(batch) * process.world / min(batch_size, size - state.step * batch_size)
+            running += self.train_step(batch, share) * len(batch)
+            seen += len(batch)
+            samples += len(batch) * process.world
+            state.step += 1
+            state.global_step += 1
+            if state.global_step % self.config.log_every == 0:
+                self._log_train(running / seen)
+                running, seen = torch.zeros((), device=self.device), 0
+            if self.config.save_every and state.global_step % self.config.save_every == 0:
+                self._save_last()
+        if seen:
+            self._log_train(running / seen)
+        return samples
+
+    def train_step(self, batch: Batch, share: float = 1.0) -> torch.Tensor:
+        """One optimisation step on this process's part of a batch; returns the detached loss.
+
+        ``share``: this part's weight, (its questions x processes / the batch's questions), so
+        that DDP's gradient average equals the gradient of the whole batch's mean loss.
+        """
+        batch = batch.to(self.device)
+        with autocast(self.device, self.precision):
+            output = self.wrapped(batch.video, batch.tokens, batch.lengths).output
+        loss = self.model.loss(output.float(), batch.targets)
+        self.optimizer.zero_grad(set_to_none=True)
+        (loss * share).backward()
+        self.optimizer.step()
+        return loss.detach()
+
+    def _log_train(self, loss: torch.Tensor) -> None:
+        if self.logs is not None:
+            value = float(loss)
+            self.logs.event("train", self.state.global_step, epoch=self.state.epoch, loss=value)
+
+    def _evaluate(self, split: str) -> dict[str, Any]:
+        tally, _ = evaluate_split(
+            self.model,
+            self.data.splits[split],
+            self.data.source,
+            self.spec,
+            self.loading,
+            self.device,
+            self.precision,
+            self.process,
+            label=split,
+        )
+        return tally.summary()
+
+    def _end_epoch(self) -> None:
+        config, state = self.config, self.state
+        count = self.spec.head == "count"
+        metrics = {"val": self._evaluate("val")}
+        if config.select_on == "test":
+            metrics["test"] = self._evaluate("test")
+        value = selection_metric(metrics[config.select_on], count)
+        improved = state.best is None or value > state.best
+        epoch = state.epoch
+        state.epoch, state.step = epoch + 1, 0
+        state.history.append({"epoch": epoch + 1, **metrics})
+        if improved:
+            state.best, state.best_epoch, state.bad_epochs = value, epoch, 0
+            if self.process.main:
+                save_atomic(self._payload(metrics), self.run / "best.pt")
+        else:
+            state.bad_epochs += 1
+            state.stopped = state.bad_epochs >= config.patience
+        if self.logs is not None:
+            self.logs.event("epoch", state.global_step, epoch=epoch + 1, best=improved, **metrics)
+            shown = metrics[config.select_on]
+            figure = f"MSE {shown['mse']}" if count else f"accuracy {shown['accuracy']} %"
+            log.info(
+                "epoch %d: %s %s%s",
+                epoch + 1,
+                config.select_on,
+                figure,
+                " (best)" if improved else "",
+            )
+            if state.stopped:
+                log.info("no improvement for %d epochs: stopping", config.patience)
+        self._save_last()
+
+    def _report(self, samples_per_s: float | None) -> dict[str, Any]:
+        """Val and test metrics of the selected model (best.pt), plus the baseline."""
+        best = load_checkpoint(self.run / "best.pt")
+        self.model.load_state_dict(best["state_dict"])
+        data, spec = self.data, self.spec
+        report: dict[str, Any] = {
+            "task": spec.name,
+            "run": str(self.run),
+            "device": str(self.device),
+            "processes": self.process.world,
+            "selected_on": self.config.select_on,
+            "selected_epoch": self.state.best_epoch + 1,
+            "epochs_run": self.state.epoch,
+            "stopped_early": self.state.stopped,
+            "questions": {split: len(q) for split, q in data.splits.items()},
+            "val": self._evaluate("val"),
+            "test": self._evaluate("test"),
+            "settings": metric_settings(spec, self.config.out_of_set),
+            "train_samples_per_s": round(samples_per_s, 1) if samples_per_s else None,
+        }
+        if self.config.baseline and spec.head == "multiple_choice" and self.process.main:
+            vectors = self.model.question.embedding.weight.detach().cpu()
+            report["answer_only_baseline"] = answer_only_baseline(
+                self.rows["train"],
+                data.splits["test"],
+                data.vocabulary,
+                tokeniser(self.tokenizer),
+                vectors,
+                self.config.seed,
+            )
+        if self.process.main:
+            (self.run / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+            log.info("report: %s", self.run / "report.json")
+        return report
+
+
+def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict[str, torch.Tensor], device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def train(config: TrainConfig) -> dict[str, Any]:
+    """Trains (or resumes) one run; returns the final report (also in RUN/report.json)."""
+    process = Process.from_env()
+    device = resolve_device(config.device, process.local_rank)
+    process.start(device)
+    try:
+        return Trainer(config, process, device).fit()
+    finally:
+        process.stop()

@@ -1,0 +1,93 @@
+"""Converted weights, ready for the extractor: one state dict per network role in the cache.
+
+``masn weights fetch`` converts each downloaded detector, I3D and ResNet-152 file into
+``<cache>/<role>.pt`` (a plain state dict of our module, loaded with ``weights_only=True``) next
+to ``<role>.json``, which records the published file it came from and that file's sha256: the
+provenance every feature store keeps. The last file fetched for a role is the one installed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from masn.weights.convert import convert
+from masn.weights.manifest import WeightEntry
+from masn.weights.source_tensors import StateDict
+
+log = logging.getLogger(__name__)
+
+ROLE_FILES = {"detector": "detector.pt", "resnet152": "resnet152.pt", "i3d": "i3d.pt"}
+# Which I3D architecture each I3D format fills (extract.i3d.MotionFeatures layouts).
+I3D_LAYOUTS = {"caffe2_i3d": "nonlocal", "pytorchvideo_i3d": "pytorchvideo"}
+
+
+@dataclass(frozen=True)
+class Installed:
+    """Where a role's converted weights came from."""
+
+    role: str
+    source: str  # manifest entry name
+    filename: str
+    format: str
+    sha256: str  # of the published file
+    layout: str | None = None  # I3D only
+
+    def describe(self) -> str:
+        return f"{self.source} ({self.filename}, sha256 {self.sha256})"
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _atomic_write(path: Path, write) -> None:
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def install(entry: WeightEntry, source: Path, folder: Path) -> Installed:
+    """Converts the verified ``source`` file of ``entry`` into ``folder/<role>.pt``."""
+    if entry.role not in ROLE_FILES:
+        raise ValueError(f"{entry.name} ({entry.role}) is not a network of the extractor")
+    state = convert(entry.format, source)
+    record = Installed(
+        role=entry.role,
+        source=entry.name,
+        filename=entry.filename,
+        format=entry.format,
+        sha256=sha256_of(source),
+        layout=I3D_LAYOUTS.get(entry.format),
+    )
+    _atomic_write(folder / ROLE_FILES[entry.role], lambda path: torch.save(state, path))
+    meta = folder / f"{entry.role}.json"
+    _atomic_write(meta, lambda path: path.write_text(json.dumps(asdict(record), indent=2)))
+    log.info("installed %s as the %s weights in %s", entry.name, entry.role, folder)
+    return record
+
+
+def read_installed(folder: Path, role: str) -> tuple[StateDict, Installed]:
+    """The converted state dict of ``role`` and its provenance; clear errors when absent."""
+    weights, meta = folder / ROLE_FILES[role], folder / f"{role}.json"
+    if not weights.is_file() or not meta.is_file():
+        raise FileNotFoundError(
+            f"{folder} has no converted {role} weights ({weights.name}): run `make weights` "
+            "(or `masn weights fetch`), or pass --random-weights for a smoke run"
+        )
+    record = Installed(**json.loads(meta.read_text()))
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    return state, record

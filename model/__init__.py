@@ -1,9 +1,0 @@
-"""The MASN network (Seo et al., ACL 2021): modules, task heads, losses and official-weight import.
-
-Depends on nothing else in this project (extract/, pipeline/ and weights/ build on it).
-"""
-
-from model.config import MASNConfig
-from model.masn import MASN, MASNOutput, VideoFeatures
-
-__all__ = ["MASN", "MASNConfig", "MASNOutput", "VideoFeatures"]
