@@ -7,6 +7,7 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
+from masn.errors import InvalidInput
 from masn.extract.config import ExtractionConfig
 from masn.extract.networks import FeatureNetworks
 from masn.extract.runner import RunOptions, extract_features, resolve_device
@@ -57,7 +58,7 @@ def run_extraction(
         networks = FeatureNetworks.random(config)
     else:
         if weights is None:
-            raise ValueError("pass --weights DIR (converted weights) or --random-weights")
+            raise InvalidInput("pass --weights DIR (converted weights) or --random-weights")
         networks = FeatureNetworks.load(config, weights)
     options = replace(options, device=str(resolve_device(options.device, shard.local_rank)))
     store = shard.store_path(out)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from masn.errors import InvalidInput
 from masn.extract.detector import DetectorConfig
 
 Precision = Literal["fp32", "bf16"]
@@ -35,11 +36,11 @@ class ExtractionConfig:
 
     def __post_init__(self) -> None:
         if self.fps <= 0 or self.sample_every < 1 or self.clip_length < 1:
-            raise ValueError(f"invalid sampling settings in {self}")
+            raise InvalidInput(f"invalid sampling settings in {self}")
         if self.i3d not in ("nonlocal", "pytorchvideo"):
-            raise ValueError(f"i3d must be 'nonlocal' or 'pytorchvideo', got {self.i3d!r}")
+            raise InvalidInput(f"i3d must be 'nonlocal' or 'pytorchvideo', got {self.i3d!r}")
         if self.precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
+            raise InvalidInput(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

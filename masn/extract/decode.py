@@ -21,6 +21,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from masn.errors import InvalidInput
 from masn.extract.frames import TIME_TOLERANCE, FrameSelector, end_time, select_frames
 
 log = logging.getLogger(__name__)
@@ -273,7 +274,7 @@ def _frames(
         return _iter_pyav(Path(path), fps, progress)
     if backend == "decord":
         return _iter_decord(Path(path), fps, progress, max_frames)
-    raise ValueError(f"unknown decoding backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    raise InvalidInput(f"unknown decoding backend {backend!r}: choose one of {', '.join(BACKENDS)}")
 
 
 class VideoStream:

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from masn.errors import InvalidInput
 from masn.extract.config import ExtractionConfig
 from masn.extract.detector import Detector
 from masn.extract.i3d import MotionFeatures
@@ -70,7 +71,7 @@ class FeatureNetworks(nn.Module):
         for role, module in targets.items():
             state, record = read_installed(folder, role)
             if role == "i3d" and record.layout != config.i3d:
-                raise ValueError(
+                raise InvalidInput(
                     f"the installed I3D ({record.source}) has the {record.layout} layout but "
                     f"--i3d {config.i3d} was asked for: pass --i3d {record.layout} or fetch the "
                     "other I3D"

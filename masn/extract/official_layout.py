@@ -25,6 +25,7 @@ from typing import Any, Literal
 import h5py
 import numpy as np
 
+from masn.errors import InvalidInput, MissingInput, UnknownName
 from masn.extract.store import (
     FIELDS,
     REQUIRED_FIELDS,
@@ -97,7 +98,7 @@ _EXAMPLES = 5
 def official_files(dataset: str) -> OfficialFiles:
     """File names for ``dataset`` (tgif, msvd or msrvtt)."""
     if dataset not in OFFICIAL_FILES:
-        raise ValueError(f"unknown dataset {dataset!r}; choose from {sorted(OFFICIAL_FILES)}")
+        raise InvalidInput(f"unknown dataset {dataset!r}; choose from {sorted(OFFICIAL_FILES)}")
     return OFFICIAL_FILES[dataset]
 
 
@@ -147,12 +148,12 @@ def _official_names(
         _warn_skipped([key for key in keys if key not in key_map], "have no entry in key_map")
     invalid = [name for name in names.values() if not OFFICIAL_KEY[dataset].fullmatch(name)]
     if invalid:
-        raise ValueError(
+        raise InvalidInput(
             f"{len(invalid)} video key(s) are not official {dataset} keys (e.g. "
             f"{', '.join(map(repr, invalid[:_EXAMPLES]))}): official keys are {_KEY_HINT[dataset]}"
         )
     if len(set(names.values())) != len(names):
-        raise ValueError("key_map gives several videos the same official key")
+        raise InvalidInput("key_map gives several videos the same official key")
     return names
 
 
@@ -211,7 +212,7 @@ def _check_present(in_dir: Path, dataset: str, files: OfficialFiles) -> None:
             if files.motion_objects in missing and dataset == "tgif"
             else ""
         )
-        raise FileNotFoundError(f"{in_dir} lacks {', '.join(missing)}{hint}")
+        raise MissingInput(f"{in_dir} lacks {', '.join(missing)}{hint}")
 
 
 def _our_keys(key_map: Mapping[str, str] | None) -> dict[str, str] | None:
@@ -220,7 +221,7 @@ def _our_keys(key_map: Mapping[str, str] | None) -> dict[str, str] | None:
         return None
     inverse = {str(official): key for key, official in key_map.items()}
     if len(inverse) != len(key_map):
-        raise ValueError("key_map gives several videos the same official key")
+        raise InvalidInput("key_map gives several videos the same official key")
     return inverse
 
 
@@ -243,7 +244,7 @@ def _complete_keys(
     if problems:
         report = f"of {len(keys)} videos, " + "; ".join(problems)
         if not skip_incomplete:
-            raise ValueError(f"{report}. Pass skip_incomplete=True to import only the others")
+            raise InvalidInput(f"{report}. Pass skip_incomplete=True to import only the others")
         log.warning("skipping incomplete videos: %s", report)
     return [key for key in complete if key not in uneven]
 
@@ -285,7 +286,7 @@ def read_key_map(path: str | os.PathLike[str]) -> dict[str, str]:
     with path.open(encoding="utf-8", newline="") as file:
         rows = list(csv.reader(file, delimiter="\t"))
     if not rows:
-        raise ValueError(f"{path} is empty; expected our_key<TAB>official_key lines")
+        raise InvalidInput(f"{path} is empty; expected our_key<TAB>official_key lines")
     header = rows[0]
     if "gif_name" in header and "key" in header:
         name, key = header.index("gif_name"), header.index("key")
@@ -293,7 +294,7 @@ def read_key_map(path: str | os.PathLike[str]) -> dict[str, str]:
     mapping = {}
     for line, row in enumerate(rows, start=1):
         if len(row) != 2:
-            raise ValueError(f"{path}:{line}: expected our_key<TAB>official_key, got {row!r}")
+            raise InvalidInput(f"{path}:{line}: expected our_key<TAB>official_key, got {row!r}")
         mapping[row[0]] = row[1]
     return mapping
 
@@ -315,7 +316,7 @@ class OfficialFeatures:
         self.dataset = dataset
         self.files = official_files(dataset)
         if not self.path.is_dir():
-            raise FileNotFoundError(
+            raise MissingInput(
                 f"no folder {self.path}; expected one holding the official {dataset} files "
                 f"{', '.join(self.files.names())}"
             )
@@ -397,7 +398,7 @@ class OfficialFeatures:
         lengths = {field: dataset.shape[0] for field, dataset in datasets.items()}
         if len(set(lengths.values())) > 1:
             found = ", ".join(f"{_where(field, self.files)}: {n}" for field, n in lengths.items())
-            raise ValueError(
+            raise InvalidInput(
                 f"video {key!r} has different numbers of frames T across the official files in "
                 f"{self.path} ({found}); re-extract it or leave it out"
             )
@@ -450,7 +451,7 @@ class OfficialFeatures:
         if key not in self:
             close = difflib.get_close_matches(str(key), self.keys(), n=3)
             hint = f"; close keys: {', '.join(map(repr, close))}" if close else ""
-            raise KeyError(
+            raise UnknownName(
                 f"no video {key!r} in all four official {self.dataset} files in {self.path}{hint}"
             )
 
@@ -475,7 +476,7 @@ def open_features(
         return OfficialFeatures(path, dataset or _detect_dataset(path))
     if path.with_name(path.name + ".parts").is_dir():
         return FeatureStore(path)  # raises, pointing at the unconsolidated parts
-    raise FileNotFoundError(
+    raise MissingInput(
         f"no features at {path}: expected a feature store (.h5) written by `masn extract`, or a "
         f"folder holding the four official MASN files ({_expected_names()})"
     )
@@ -493,11 +494,11 @@ def _detect_dataset(folder: Path) -> str:
     if len(candidates) == 1:
         return candidates[0]
     if not candidates:
-        raise FileNotFoundError(
+        raise MissingInput(
             f"{folder} holds no official MASN feature files; expected, per dataset: "
             f"{_expected_names()}"
         )
-    raise ValueError(
+    raise InvalidInput(
         f"{folder} holds official files of several datasets ({', '.join(candidates)}); pass "
         f"the dataset explicitly (expected, per dataset: {_expected_names()})"
     )

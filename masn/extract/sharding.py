@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch.distributed as dist
 
+from masn.errors import InvalidInput
 from masn.extract.sources import VideoSource
 from masn.extract.store import merge_stores
 
@@ -37,7 +38,7 @@ class Shard:
                     int(os.environ[rank]), int(os.environ[world]), int(os.environ.get(local, 0))
                 )
                 if not 0 <= shard.rank < shard.world:
-                    raise ValueError(f"{rank}={shard.rank} is outside {world}={shard.world}")
+                    raise InvalidInput(f"{rank}={shard.rank} is outside {world}={shard.world}")
                 return shard
         return cls()
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
+from masn.errors import InvalidInput, MissingInput, UnknownName
 from masn.extract.decode import iter_frames
 from masn.extract.store import FeatureStore, VideoRecord
 from masn.extract.vocab import attribute_names, object_names
@@ -25,7 +26,9 @@ def find_video(store: FeatureStore, video: str) -> str:
     for key in store:
         if Path(store.read(key, fields=()).path).resolve() == wanted:
             return key
-    raise KeyError(f"{video!r} is neither a key of {store.path} nor the path of one of its videos")
+    raise UnknownName(
+        f"{video!r} is neither a key of {store.path} nor the path of one of its videos"
+    )
 
 
 def sampled_frames(record: VideoRecord, fps: float, decoder: str = "pyav") -> np.ndarray:
@@ -47,7 +50,7 @@ def frames_at(path: str | Path, times: np.ndarray, fps: float, decoder: str) -> 
             if moment > wanted.max():  # later frames lie farther from every wanted time
                 break
     if not kept or any(frame is None for frame in kept):
-        raise ValueError(f"{path} decoded no frames at the sampled times")
+        raise InvalidInput(f"{path} decoded no frames at the sampled times")
     return np.stack(kept)
 
 
@@ -95,9 +98,9 @@ def show(video: str, store_path: str | Path, out: str | Path, decoder: str = "py
         record = store.read(key)
         fps = store.provenance.config.get("fps", 6.0)
     if record.boxes is None or record.object_labels is None:
-        raise ValueError(f"{store_path} has no boxes or labels for {key!r} (imported features?)")
+        raise InvalidInput(f"{store_path} has no boxes or labels for {key!r} (imported features?)")
     if not Path(record.path).is_file():
-        raise FileNotFoundError(f"the video of {key!r} is no longer at {record.path}")
+        raise MissingInput(f"the video of {key!r} is no longer at {record.path}")
     path = draw(record, sampled_frames(record, fps, decoder), Path(out))
     log.info("wrote %s", path)
     return path

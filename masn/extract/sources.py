@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from masn.errors import InvalidInput, MissingInput
+
 log = logging.getLogger(__name__)
 
 DATASETS = ("msvd", "msrvtt", "tgif", "folder")
@@ -54,12 +56,12 @@ def load_msvd_mapping(path: Path | None = None) -> dict[str, str]:
             continue
         parts = line.split()
         if len(parts) != 2:
-            raise ValueError(
+            raise InvalidInput(
                 f"{where}, line {number}: expected '<youtubeId>_<start>_<end> vidN', got {line!r}"
             )
         name, key = parts
         if name in mapping or key in keys:
-            raise ValueError(f"{where}, line {number}: {name} or {key} appears twice")
+            raise InvalidInput(f"{where}, line {number}: {name} or {key} appears twice")
         mapping[name] = key
         keys.add(key)
     return mapping
@@ -110,12 +112,12 @@ def list_videos(
     two files with the same key are an error.
     """
     if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}: choose one of {', '.join(DATASETS)}")
+        raise InvalidInput(f"unknown dataset {dataset!r}: choose one of {', '.join(DATASETS)}")
     if mapping is not None and dataset != "msvd":
-        raise ValueError(f"a name mapping applies to msvd only, not to {dataset}")
+        raise InvalidInput(f"a name mapping applies to msvd only, not to {dataset}")
     root = Path(videos_dir)
     if not root.is_dir():
-        raise FileNotFoundError(f"videos folder {root} does not exist or is not a folder")
+        raise MissingInput(f"videos folder {root} does not exist or is not a folder")
 
     files = _video_files(root)
     keyed: list[VideoSource] = []
@@ -147,7 +149,7 @@ def list_videos(
             clashes.append(f"{source.key}: {by_key[source.key]} and {source.path}")
         by_key.setdefault(source.key, source.path)
     if clashes:
-        raise ValueError(
+        raise InvalidInput(
             f"{len(clashes)} keys name more than one video under {root} (keep one file per key): "
             + "; ".join(clashes[:_EXAMPLES])
         )

@@ -37,6 +37,8 @@ from urllib.parse import quote, unquote
 import h5py
 import numpy as np
 
+from masn.errors import InUse, InvalidInput, MissingInput, UnknownName
+
 log = logging.getLogger(__name__)
 
 FORMAT = "masn-features"
@@ -166,11 +168,11 @@ class Provenance:
 def escape_key(key: str) -> str:
     """The HDF5 group name of a video key; rejects keys that cannot name a group."""
     if not isinstance(key, str) or key in ("", ".", ".."):
-        raise ValueError(f"invalid video key {key!r}: use a non-empty name other than . and ..")
+        raise InvalidInput(f"invalid video key {key!r}: use a non-empty name other than . and ..")
     try:
         return quote(key, safe="")
     except UnicodeEncodeError:
-        raise ValueError(
+        raise InvalidInput(
             f"video key {key!r} is not valid Unicode (an undecodable file name?); rename the file"
         ) from None
 
@@ -248,7 +250,7 @@ def add_video(videos: h5py.Group, record: VideoRecord, dtype: FeatureDtype) -> N
 def check_dtype(dtype: str) -> None:
     """Refuses feature dtypes other than float16 and float32."""
     if dtype not in ("float16", "float32"):
-        raise ValueError(f"feature dtype must be float16 or float32, got {dtype!r}")
+        raise InvalidInput(f"feature dtype must be float16 or float32, got {dtype!r}")
 
 
 def init_store(file: h5py.File, provenance: Provenance, dtype: FeatureDtype) -> h5py.Group:
@@ -452,7 +454,7 @@ class StoreWriter:
             if dtype != self.dtype:
                 found.append(f"feature dtype ({dtype} there, {self.dtype} here)")
             if found:
-                raise ValueError(
+                raise InvalidInput(
                     f"{where} was made with a different {' and '.join(found)}; write to another "
                     "output path (or delete the old store and its .parts folder to start over)"
                 )
@@ -475,7 +477,7 @@ def _lock(path: Path, store: Path) -> int:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(descriptor)
-            raise RuntimeError(
+            raise InUse(
                 f"another process is writing {store}; wait for it to finish or write elsewhere"
             ) from None
         except OSError as error:
@@ -507,7 +509,7 @@ def _copy_part(part: Path, videos: h5py.Group) -> None:
             for name, group in file["videos"].items():
                 file.copy(group, videos, name)
     except (OSError, KeyError) as error:
-        raise RuntimeError(
+        raise InvalidInput(
             f"cannot read the committed part {part} ({error}); delete it and rerun to extract "
             "that video again"
         ) from error
@@ -521,13 +523,13 @@ def _read_provenance(path: Path) -> tuple[Provenance, str]:
 def _provenance_of(file: h5py.File, path: Path) -> tuple[Provenance, str]:
     attrs = file.attrs
     if attrs.get("format") != FORMAT:
-        raise ValueError(
+        raise InvalidInput(
             f"{path} is not a MASN feature store (no format={FORMAT!r} attribute); for the "
             "official MASN feature files use `masn features import-official` "
             "(masn.extract.official_layout.import_official)"
         )
     if int(attrs["version"]) > VERSION:
-        raise ValueError(
+        raise InvalidInput(
             f"{path} has store version {attrs['version']}, newer than this code reads "
             f"({VERSION}); update the masn package"
         )
@@ -561,7 +563,7 @@ class FeatureStore:
                 if parts.is_dir()
                 else ""
             )
-            raise FileNotFoundError(f"no feature store at {self.path}{hint}")
+            raise MissingInput(f"no feature store at {self.path}{hint}")
         self.provenance, self.feature_dtype = _read_provenance(self.path)
         self._file: h5py.File | None = None
         self._videos: h5py.Group | None = None
@@ -643,7 +645,7 @@ class FeatureStore:
         except (KeyError, ValueError):
             close = difflib.get_close_matches(str(key), self.keys(), n=3)
             hint = f"; close keys: {', '.join(map(repr, close))}" if close else ""
-            raise KeyError(f"no video {key!r} in {self.path}{hint}") from None
+            raise UnknownName(f"no video {key!r} in {self.path}{hint}") from None
 
 
 def merge_stores(
@@ -656,18 +658,18 @@ def merge_stores(
     """
     out_path = Path(out_path)
     if not shard_paths:
-        raise ValueError("merge_stores needs at least one shard")
+        raise InvalidInput("merge_stores needs at least one shard")
     shards = [FeatureStore(path) for path in shard_paths]
     try:
         if any(out_path.resolve() == shard.path.resolve() for shard in shards):
-            raise ValueError(f"{out_path} is one of the shards; merge into a new path")
+            raise InvalidInput(f"{out_path} is one of the shards; merge into a new path")
         first = shards[0]
         for shard in shards[1:]:
             found = shard.provenance.mismatch(first.provenance)
             if shard.feature_dtype != first.feature_dtype:
                 found.append(f"feature dtype ({shard.feature_dtype}, {first.feature_dtype})")
             if found:
-                raise ValueError(
+                raise InvalidInput(
                     f"shard {shard.path} differs from {first.path} in {' and '.join(found)}; "
                     "shards must come from one extraction configuration"
                 )
@@ -683,7 +685,7 @@ def merge_stores(
                         source.file.copy(group, videos, name)
                         origin[name] = shard.path
                     elif not _same_arrays(videos[name], group):
-                        raise ValueError(
+                        raise InvalidInput(
                             f"video {unquote(name)!r} differs between {origin[name]} and "
                             f"{shard.path}; re-extract it or drop it from one shard"
                         )

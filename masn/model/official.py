@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from masn.errors import InvalidInput, MissingInput, UnknownName
 from masn.model.config import MASNConfig, Task
 from masn.model.masn import MASN, VideoFeatures
 from masn.model.unpickle import UnsafeCheckpointError, load_module_pickle, module_state_dict
@@ -120,7 +121,7 @@ def convert_official_state_dict(official: Mapping[str, Any]) -> dict[str, Tensor
             tensor = tensor.reshape(glimpses, -1).squeeze(-1)
         converted[target] = tensor
     if unknown:
-        raise KeyError(f"not keys of an official MASN model: {sorted(unknown)}")
+        raise UnknownName(f"not keys of an official MASN model: {sorted(unknown)}")
     return converted
 
 
@@ -135,17 +136,19 @@ def _rename(key: str) -> str | None:
 def official_config(official: Mapping[str, Any], task: str) -> MASNConfig:
     """The reference-mode config whose shapes match an official state dict."""
     if task not in OFFICIAL_TASKS:
-        raise ValueError(f"unknown official task {task!r}; expected one of {list(OFFICIAL_TASKS)}")
+        raise InvalidInput(
+            f"unknown official task {task!r}; expected one of {list(OFFICIAL_TASKS)}"
+        )
     shape = {key: tuple(np.shape(value)) for key, value in official.items()}
     for required in ("glove.weight", "fc.weight", "appr_vq_interact.v_att.logits.h_mat_v"):
         if required not in shape:
-            raise KeyError(f"an official MASN state dict has {required!r}; this one does not")
+            raise UnknownName(f"an official MASN state dict has {required!r}; this one does not")
     vocab_size, word_dim = shape["glove.weight"]
     hidden = shape["embedding_proj.1.weight"][0]
     answers = shape["fc.weight"][0]
     kind = OFFICIAL_TASKS[task]
     if kind != "open_ended" and answers != 1:
-        raise ValueError(f"a {task} checkpoint has a 1-output head; this one has {answers}")
+        raise InvalidInput(f"a {task} checkpoint has a 1-output head; this one has {answers}")
     layers = {m.group(1) for k in shape if (m := re.match(r"appr_gcn\.layers\.(\d+)\.", k))}
     ban_shape = shape["appr_vq_interact.v_att.logits.h_mat_v"]
     return MASNConfig(
@@ -172,7 +175,7 @@ def read_official_checkpoint(path: str | Path) -> dict[str, Tensor]:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
+        raise MissingInput(f"no checkpoint at {path}")
     try:
         try:
             loaded = torch.load(path, map_location="cpu", weights_only=True)
@@ -181,12 +184,12 @@ def read_official_checkpoint(path: str | Path) -> dict[str, Tensor]:
     except UnsafeCheckpointError:
         raise
     except Exception as error:  # a damaged pickle can fail in any of the unpickler's steps
-        raise ValueError(
+        raise InvalidInput(
             f"{path} is not a readable torch checkpoint ({type(error).__name__}: {error})"
         ) from None
     state = _unwrap(loaded)
     if not any(key.endswith("h_mat_v") for key in state):
-        raise ValueError(f"{path} holds no official MASN weights (no BAN attention tensors)")
+        raise InvalidInput(f"{path} holds no official MASN weights (no BAN attention tensors)")
     return state
 
 

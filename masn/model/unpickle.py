@@ -20,11 +20,13 @@ from typing import Any
 import torch
 import torch._utils
 
+from masn.errors import UserError
+
 # Globals whose classes are replaced by inert stand-ins: the official MASN package and torch.nn.
 INERT_NAMESPACES = ("model", "torch.nn")
 
 
-class UnsafeCheckpointError(pickle.UnpicklingError):
+class UnsafeCheckpointError(UserError, pickle.UnpicklingError):
     """The file names something a model checkpoint never needs; loading it could run code."""
 
 

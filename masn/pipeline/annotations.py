@@ -39,6 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
+from masn.errors import InvalidInput
+
 log = logging.getLogger(__name__)
 
 FRAMEQA_TYPES = ("object", "number", "color", "location")
@@ -59,7 +61,7 @@ _DIGITS = re.compile(r"[0-9]+")
 _SPACE = re.compile(r"[ \t\n\r]*")
 
 
-class AnnotationError(ValueError):
+class AnnotationError(InvalidInput):
     """A malformed annotation file or row; the message names file and line."""
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from masn.errors import InvalidInput, MissingInput
 from masn.extract.command import RANDOM_WEIGHTS_WARNING
 from masn.extract.config import ExtractionConfig
 from masn.extract.networks import FeatureNetworks
@@ -74,21 +75,21 @@ def check_question(predictor: Predictor, question: str, candidates: list[str] | 
     """Refuses an empty question, and candidates missing (multiple choice) or unwanted (else)."""
     tokenise = tokeniser(predictor.tokenizer)
     if not tokenise(question):
-        raise ValueError(f"the question {question!r} has no words")
+        raise InvalidInput(f"the question {question!r} has no words")
     head = predictor.spec.head
     if head == "multiple_choice":
         if not candidates or len(candidates) < 2:
-            raise ValueError(
+            raise InvalidInput(
                 "this checkpoint answers multiple-choice questions: pass at least two "
                 '--candidates "answer one" "answer two" ...'
             )
         empty = [c for c in candidates if not tokenise(c)]
         if empty:
-            raise ValueError(f"candidates without words: {empty}")
+            raise InvalidInput(f"candidates without words: {empty}")
         if len(set(candidates)) != len(candidates):
-            raise ValueError(f"the candidates repeat one another: {candidates}")
+            raise InvalidInput(f"the candidates repeat one another: {candidates}")
     elif candidates:
-        raise ValueError(
+        raise InvalidInput(
             f"this checkpoint has a {head} head; --candidates are for multiple-choice models"
         )
 
@@ -99,7 +100,7 @@ def check_widths(config: MASNConfig, appearance: int, motion: int, origin: str) 
     wanted = {"appearance": config.appearance_dim, "motion": config.motion_dim}
     given = {"appearance": appearance, "motion": motion}
     if wanted != given:
-        raise ValueError(
+        raise InvalidInput(
             f"the model reads appearance / motion features of width {wanted['appearance']} / "
             f"{wanted['motion']}, but {origin} gives {given['appearance']} / {given['motion']}: "
             "use a checkpoint trained on features from masn extract"
@@ -112,7 +113,7 @@ def load_networks(
     """The extraction networks: converted weights (default: the weights cache) or random ones."""
     if random_weights:
         if weights is not None:
-            raise ValueError("pass either converted --weights or --random-weights, not both")
+            raise InvalidInput("pass either converted --weights or --random-weights, not both")
         log.warning(RANDOM_WEIGHTS_WARNING)
         return FeatureNetworks.random(config)
     if weights is None:
@@ -139,7 +140,7 @@ def extract_video(
     with tempfile.TemporaryDirectory(prefix="masn-answer-") as folder:
         summary = extract_features([source], Path(folder) / "video.h5", config, networks, options)
         if not summary.stored:
-            raise ValueError(f"cannot read the video {video}: {_failure(summary.failures)}")
+            raise InvalidInput(f"cannot read the video {video}: {_failure(summary.failures)}")
         with FeatureStore(summary.store) as store:
             record = store.read(source.key)
     log.info(
@@ -218,7 +219,7 @@ def answer_record(
         elif predictor.answers is not None:
             choices = list(predictor.answers.answers)
         else:
-            raise ValueError("the checkpoint has an open-ended head but no answer classes")
+            raise InvalidInput("the checkpoint has an open-ended head but no answer classes")
         scores = output if multiple_choice else output.softmax(-1)
         best = scores.topk(min(TOP, len(choices)))
         top = [
@@ -314,7 +315,7 @@ def answer_video(
     """
     video = Path(video)
     if not video.is_file():
-        raise FileNotFoundError(f"no video at {video}")
+        raise MissingInput(f"no video at {video}")
     predictor = load_predictor(checkpoint)
     check_question(predictor, question, candidates)
     check_widths(predictor.model.config, **EXTRACTED_WIDTHS, origin="masn extract")

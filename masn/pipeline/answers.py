@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+from masn.errors import InvalidInput
+
 OutOfSet = Literal["wrong", "reference"]
 OUT_OF_SET = -1  # target of an evaluation question whose answer has no class ("wrong" policy)
 REFERENCE_CLASS = 1  # the class the official code gives such questions
@@ -27,9 +29,9 @@ class AnswerSet:
 
     def __post_init__(self) -> None:
         if len(self.answers) < 2:
-            raise ValueError(f"an answer set needs at least 2 answers, got {len(self.answers)}")
+            raise InvalidInput(f"an answer set needs at least 2 answers, got {len(self.answers)}")
         if len(set(self.answers)) != len(self.answers):
-            raise ValueError("answer set has duplicate answers")
+            raise InvalidInput("answer set has duplicate answers")
         object.__setattr__(self, "_index", {a: i for i, a in enumerate(self.answers)})
 
     @classmethod

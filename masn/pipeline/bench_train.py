@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch.utils.data import Sampler
 
+from masn.errors import InvalidInput
 from masn.extract.runner import resolve_device
 from masn.extract.store import FeatureStore
 from masn.pipeline.bench import (
@@ -119,7 +120,7 @@ def bench_train_case(
     train, device = trainer.data.splits["train"], trainer.device
     batch_size = trainer.loading.batch_size
     if len(train) < batch_size:
-        raise ValueError(f"{len(train)} training questions: fewer than one batch; more --videos")
+        raise InvalidInput(f"{len(train)} training questions: fewer than one batch; more --videos")
     dataset, sampler = trainer.train_data()
     batches = iter(loader(dataset, RepeatedSteps(sampler, warmup + steps), trainer.loading, device))
     trainer.model.train()
@@ -184,7 +185,7 @@ def run_train_bench(
     ``hidden`` other than the paper's 512 only makes quick checks quicker."""
     unknown = sorted(set(cases) - set(CASES))
     if unknown:
-        raise ValueError(f"unknown case(s) {unknown}; choose from {sorted(CASES)}")
+        raise InvalidInput(f"unknown case(s) {unknown}; choose from {sorted(CASES)}")
     target = resolve_device(device)
     defaults = DEFAULTS["cuda" if target.type == "cuda" else "cpu"]
     size = size or ("tgif" if target.type == "cuda" else "small")
@@ -193,7 +194,7 @@ def run_train_bench(
     warmup = warmup if warmup is not None else defaults["warmup"]
     videos = videos if videos is not None else defaults["videos"]
     if steps < 1 or warmup < 0:
-        raise ValueError("steps must be at least 1 and warmup at least 0")
+        raise InvalidInput("steps must be at least 1 and warmup at least 0")
     name = torch.cuda.get_device_name(target) if target.type == "cuda" else _cpu_name()
     shape = SHAPES[size]
     report: dict[str, Any] = {

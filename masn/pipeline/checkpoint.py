@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from masn.errors import InvalidInput, MissingInput
 from masn.model import MASN, MASNConfig
 from masn.pipeline.answers import AnswerSet
 from masn.pipeline.tasks import TaskSpec, task_spec
@@ -47,18 +48,18 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """A checkpoint written by ``masn train`` (tensors only are rebuilt; nothing executes)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path} (masn train writes RUN/best.pt)")
+        raise MissingInput(f"no checkpoint at {path} (masn train writes RUN/best.pt)")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # any unpickling failure means "not one of ours"
-        raise ValueError(
+        raise InvalidInput(
             f"{path} is not a readable masn checkpoint ({type(error).__name__}: {error}); "
             "authors' official checkpoints load with masn.model.official.load_official"
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a masn checkpoint (no format {FORMAT!r})")
+        raise InvalidInput(f"{path} is not a masn checkpoint (no format {FORMAT!r})")
     if payload.get("version") != VERSION:
-        raise ValueError(f"{path} has checkpoint version {payload.get('version')}, not {VERSION}")
+        raise InvalidInput(f"{path} has checkpoint version {payload.get('version')}, not {VERSION}")
     return payload
 
 

@@ -12,6 +12,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from masn.errors import InvalidInput, UserError
+
 
 def _extract(args: argparse.Namespace) -> int:
     from masn.extract.command import default_workers, run_extraction
@@ -26,7 +28,7 @@ def _extract(args: argparse.Namespace) -> int:
         merge_stores(args.merge, args.out)
         return 0
     if args.videos is None:
-        raise SystemExit("masn extract: --videos DIR is required (or --merge SHARD ...)")
+        raise InvalidInput("masn extract: --videos DIR is required (or --merge SHARD ...)")
     sizes = {"min_size": args.min_size, "max_size": args.max_size, "post_nms_top_n": args.proposals}
     detector = DetectorConfig(**{name: value for name, value in sizes.items() if value is not None})
     config = ExtractionConfig(
@@ -559,10 +561,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return args.run(args)
-    except (FileNotFoundError, KeyError, ValueError) as error:
-        # Bad input or setup: the message says what to do; -v shows where it came from.
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        logging.getLogger("masn").error("%s", message, exc_info=args.verbose)
+    except UserError as error:
+        # A user mistake: its message says what to do; -v shows where it came from. Any other
+        # exception is a bug and keeps its traceback.
+        logging.getLogger("masn").error("%s", error, exc_info=args.verbose)
         return 2
 
 

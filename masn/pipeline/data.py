@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
+from masn.errors import InvalidInput, UnknownName
 from masn.extract.store import VideoRecord
 from masn.model import VideoFeatures
 from masn.pipeline.annotations import QARow
@@ -99,7 +100,7 @@ def encode_questions(
     for row in rows:
         if multiple_choice:
             if not row.candidates:
-                raise ValueError(f"{row.source}: a multiple-choice question needs candidates")
+                raise InvalidInput(f"{row.source}: a multiple-choice question needs candidates")
             encoded = [
                 vocabulary.encode(tokenise(f"{row.question.strip()} {c.strip()}"))
                 for c in row.candidates
@@ -112,7 +113,7 @@ def encode_questions(
             lengths.append(length)
         targets.append(_target(row, spec, answers, policy))
     if multiple_choice and len({len(row.candidates) for row in rows}) > 1:
-        raise ValueError("every multiple-choice question needs the same number of candidates")
+        raise InvalidInput("every multiple-choice question needs the same number of candidates")
     qtype_index = {name: i for i, name in enumerate(spec.qtypes)}
     qtypes = [qtype_index.get(row.qtype, 0) for row in rows]
     width = (
@@ -145,11 +146,11 @@ def _target(row: QARow, spec: TaskSpec, answers: AnswerSet | None, policy: OutOf
         return answers.target(str(row.answer), policy)
     if not isinstance(row.answer, int):
         kind = "a count" if spec.head == "count" else "a candidate index"
-        raise ValueError(f"{row.source}: the answer must be {kind}, got {row.answer!r}")
+        raise InvalidInput(f"{row.source}: the answer must be {kind}, got {row.answer!r}")
     if spec.head == "count":
         return float(max(row.answer, 1))  # TGIF-QA writes 0 where it means 1 (no 1s occur)
     if not 0 <= row.answer < len(row.candidates):
-        raise ValueError(f"{row.source}: answer index {row.answer} outside the candidates")
+        raise InvalidInput(f"{row.source}: answer index {row.answer} outside the candidates")
     return row.answer
 
 
@@ -174,7 +175,7 @@ def attach_features(questions: Questions, source: FeatureSource, split: str) -> 
         )
         if len(missing) == len(questions):
             some = ", ".join(repr(k) for k in source.keys()[:_EXAMPLES])
-            raise KeyError(
+            raise UnknownName(
                 f"{message}; the source's keys look like {some}. Extract these videos "
                 "(masn extract --dataset ...) or point --features at their store"
             )
@@ -222,7 +223,7 @@ def pad_video(
     for field, name in VIDEO_FIELDS.items():
         array = getattr(record, field)
         if array.shape[0] != length:
-            raise ValueError(
+            raise InvalidInput(
                 f"video {record.key!r}: {field} has {array.shape[0]} frames, appearance "
                 f"{length}; the store is inconsistent"
             )
@@ -300,7 +301,7 @@ class StepSampler(Sampler[list[int]]):
 
     def __init__(self, size: int, batch_size: int, seed: int = 0, rank: int = 0, world: int = 1):
         if batch_size < world:
-            raise ValueError(f"batch size {batch_size} is smaller than the {world} processes")
+            raise InvalidInput(f"batch size {batch_size} is smaller than the {world} processes")
         self.size, self.batch_size, self.seed = size, batch_size, seed
         self.rank, self.world = rank, world
         self.epoch = self.start = 0

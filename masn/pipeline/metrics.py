@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from masn.errors import InvalidInput
 from masn.model.heads import COUNT_RANGE
 
 _N, _CORRECT, _SQUARED = range(3)
@@ -77,5 +78,5 @@ def selection_metric(summary: dict[str, Any], count: bool) -> float:
     """A number where larger is better: accuracy, or minus the MSE for counts."""
     value = summary["mse"] if count else summary["accuracy"]
     if value is None:
-        raise ValueError("the selection split has no questions")
+        raise InvalidInput("the selection split has no questions")
     return -value if count else value

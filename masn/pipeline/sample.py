@@ -25,6 +25,8 @@ from typing import Any
 import av
 import numpy as np
 
+from masn.errors import MissingInput
+
 SAMPLE_DIR = Path(__file__).resolve().parents[2] / "data" / "sample"
 KINDS = ("open_ended", "count", "multiple_choice")
 SPLITS = ("train", "test")
@@ -149,7 +151,7 @@ _REAL_CHOICE = {
 def sample_dir() -> Path:
     """The repository's ``data/sample``; missing when the package is installed without it."""
     if not SAMPLE_DIR.is_dir():
-        raise FileNotFoundError(
+        raise MissingInput(
             f"the demo sample {SAMPLE_DIR} is missing: it ships with the source repository, "
             "not with an installed package; run the demo from a checkout"
         )

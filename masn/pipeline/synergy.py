@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from masn.errors import InvalidInput
 from masn.extract.store import StoreWriter
 from masn.pipeline.checkpoint import load_predictor
 from masn.pipeline.data import QADataset, attach_features, encode_questions
@@ -89,7 +90,9 @@ def write_synergy(
     """Writes ``folder/annotations/{train,val,test}.jsonl`` and ``folder/features.h5``; returns
     (annotations folder, store path). Two questions per video, one of each type."""
     if shape.videos < MIN_VIDEOS:
-        raise ValueError(f"the synergy task needs at least {MIN_VIDEOS} videos, got {shape.videos}")
+        raise InvalidInput(
+            f"the synergy task needs at least {MIN_VIDEOS} videos, got {shape.videos}"
+        )
     folder = Path(folder)
     rng = np.random.default_rng(seed)
     classes = {t: len(ANSWERS[t]) for t in TYPES}
@@ -133,7 +136,7 @@ def mean_alpha(
     model, spec = predictor.model.to(device), predictor.spec
     names = model.config.fusion_attentions
     if not names:
-        raise ValueError(f"{checkpoint} has no fusion module, hence no alpha")
+        raise InvalidInput(f"{checkpoint} has no fusion module, hence no alpha")
     rows = load_splits(spec, annotations, 0)["test"]
     source = open_source(spec, store)
     questions = encode_questions(
@@ -171,7 +174,7 @@ def run_synergy(
             return _run(Path(folder), seed, shape, settings)
     out = Path(out)
     if (out / "runs").exists():
-        raise ValueError(f"{out} already holds a synergy run; pass another --out")
+        raise InvalidInput(f"{out} already holds a synergy run; pass another --out")
     result = _run(out, seed, shape, settings)
     (out / "synergy.json").write_text(json.dumps(result, indent=2) + "\n")
     log.info("wrote %s", out / "synergy.json")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from masn.errors import InvalidInput, MissingInput
 from masn.model.config import Task
 from masn.pipeline.annotations import (
     FRAMEQA_TYPES,
@@ -74,11 +75,11 @@ _DEFAULT_DIRS = {"tgif": "data/tgif-qa", "msvd": "data/msvd-qa", "msrvtt": "data
 def task_spec(name: str, head: Task | None = None) -> TaskSpec:
     """The spec of ``name``, with default locations; ``head`` sets a custom collection's head."""
     if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; choose from {', '.join(TASKS)}")
+        raise InvalidInput(f"unknown task {name!r}; choose from {', '.join(TASKS)}")
     spec = TASKS[name]
     if head is not None and head != spec.head:
         if name != "custom":
-            raise ValueError(f"the {name} task has a {spec.head} head; --head is for custom only")
+            raise InvalidInput(f"the {name} task has a {spec.head} head; --head is for custom only")
         spec = replace(spec, head=head)
     annotations = _DEFAULT_DIRS.get(spec.dataset, "data/custom")
     return replace(spec, annotations=annotations, features=f"features/{spec.dataset}.h5")
@@ -103,7 +104,7 @@ def total_file(spec: TaskSpec, folder: Path) -> Path | None:
 
 def read_split(spec: TaskSpec, path: Path) -> list[QARow]:
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingInput(
             f"no {spec.name} annotation file {path}; pass --annotations DIR holding "
             f"{path.name} (see README, 'Training')"
         )
@@ -132,10 +133,10 @@ def split_by_video(
 ) -> tuple[list[QARow], list[QARow]]:
     """(kept, held out): a seeded ``fraction`` of the videos, with all their questions."""
     if not 0 < fraction < 1:
-        raise ValueError(f"the validation fraction must lie in (0, 1), got {fraction}")
+        raise InvalidInput(f"the validation fraction must lie in (0, 1), got {fraction}")
     videos = sorted({row.keys[0] for row in rows})
     if len(videos) < 2:
-        raise ValueError("need questions on at least 2 videos to split off a validation set")
+        raise InvalidInput("need questions on at least 2 videos to split off a validation set")
     count = min(len(videos) - 1, max(1, round(fraction * len(videos))))
     order = np.random.default_rng(seed).permutation(len(videos))
     held = {videos[i] for i in order[:count]}

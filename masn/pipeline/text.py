@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from masn.errors import InvalidInput
+
 QUESTION_WIDTH = 20  # tokens per question (official q_max_len)
 PAD, UNK = 0, 1
 PLACEHOLDERS = ("#START#", "UNK")  # ids 0 (also padding) and 1, as in the official vocabulary
@@ -45,7 +47,7 @@ TOKENISERS: dict[str, Tokeniser] = {"clean": clean_tokens, "official": official_
 
 def tokeniser(name: str) -> Tokeniser:
     if name not in TOKENISERS:
-        raise ValueError(f"unknown tokeniser {name!r}; choose from {sorted(TOKENISERS)}")
+        raise InvalidInput(f"unknown tokeniser {name!r}; choose from {sorted(TOKENISERS)}")
     return TOKENISERS[name]
 
 

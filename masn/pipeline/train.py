@@ -25,6 +25,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from masn.errors import InvalidInput
 from masn.extract.command import default_workers
 from masn.extract.runner import resolve_device
 from masn.model import MASN, MASNConfig
@@ -94,9 +95,9 @@ class TrainConfig:
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+                raise InvalidInput(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.epochs < 1 or self.patience < 1:
-            raise ValueError("epochs and patience must be at least 1")
+            raise InvalidInput("epochs and patience must be at least 1")
 
 
 @dataclass
@@ -138,7 +139,7 @@ class Trainer:
         )
         last = self.run / "last.pt"
         if last.exists() and not config.resume:
-            raise ValueError(
+            raise InvalidInput(
                 f"{self.run} already holds a run ({last}); pass --resume to continue it or "
                 "--out NEW_FOLDER to start another"
             )
@@ -174,7 +175,7 @@ class Trainer:
         config, data = self.config, self.data
         train = data.splits["train"]
         if len(train) == 0:
-            raise ValueError("no training question has features; see the warnings above")
+            raise InvalidInput("no training question has features; see the warnings above")
         glove = None if config.glove == "random" else Path(config.glove or cache_dir() / GLOVE_FILE)
         cache = self.run / "word_vectors.npy"
         if self.process.main:
@@ -236,7 +237,7 @@ class Trainer:
         changed = [k for k in _FIXED_ON_RESUME if saved.get(k) != current.get(k)]
         if changed:
             diff = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed)
-            raise ValueError(f"cannot resume {self.run} with other settings ({diff})")
+            raise InvalidInput(f"cannot resume {self.run} with other settings ({diff})")
         self.model.load_state_dict(payload["state_dict"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.state = LoopState(**payload["loop"])

@@ -33,6 +33,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from masn.errors import UserError
 from masn.weights.manifest import WeightEntry
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ _CONTENT_RANGE = re.compile(r"bytes (?:(\d+)-\d+|\*)/(\d+|\*)")
 _local = threading.local()
 
 
-class WeightsError(RuntimeError):
+class WeightsError(UserError, RuntimeError):
     """A weight file cannot be downloaded or is not the file the manifest describes."""
 
 

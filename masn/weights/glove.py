@@ -31,6 +31,8 @@ from typing import IO
 import numpy as np
 from tqdm import tqdm
 
+from masn.errors import InvalidInput, MissingInput
+
 log = logging.getLogger(__name__)
 
 MAX_LINE_BYTES = 1 << 20  # a 300-d GloVe line has about 3 kB
@@ -103,9 +105,9 @@ def load_glove_rows(
     cache = Path(cache) if cache is not None else None
     words = tuple(vocabulary)
     if not words:
-        raise ValueError("the vocabulary is empty")
+        raise InvalidInput("the vocabulary is empty")
     if not source.is_file():
-        raise FileNotFoundError(
+        raise MissingInput(
             f"no GloVe file at {source}: run `masn weights fetch glove-42b-300d` or pass the "
             "path of a GloVe .txt or .zip file"
         )
@@ -167,7 +169,7 @@ def _scan(source: Path, words: tuple[str, ...], dim: int | None) -> _Scan:
                     rejects.add(number, line, "not a word followed by numbers")
                     continue
                 if dim is not None and vector.size != dim:
-                    raise ValueError(
+                    raise InvalidInput(
                         f"{label} holds {vector.size}-d vectors (line {number}), expected {dim}-d"
                     )
                 dim = vector.size
@@ -193,7 +195,7 @@ def _scan(source: Path, words: tuple[str, ...], dim: int | None) -> _Scan:
     if rejects.count:
         log.warning("%s: %d malformed line(s) skipped", label, rejects.count)
     if rows is None:
-        raise ValueError(f"{label} holds no word vectors: is it a GloVe text file?")
+        raise InvalidInput(f"{label} holds no word vectors: is it a GloVe text file?")
     return _Scan(rows, number, rejects.count)
 
 
@@ -242,7 +244,7 @@ def _pick_member(archive: zipfile.ZipFile, source: Path, dim: int | None) -> zip
     if len(texts) == 1:
         return texts[0]
     names = ", ".join(m.filename for m in archive.infolist()) or "nothing"
-    raise ValueError(
+    raise InvalidInput(
         f"{source} holds {names}: expected exactly one GloVe .txt file"
         + ("" if dim is not None else "; pass the dimension (dim=...) to choose one")
     )

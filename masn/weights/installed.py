@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from masn.errors import MissingInput
 from masn.weights.convert import convert
 from masn.weights.manifest import WeightEntry
 from masn.weights.source_tensors import StateDict
@@ -84,7 +85,7 @@ def read_installed(folder: Path, role: str) -> tuple[StateDict, Installed]:
     """The converted state dict of ``role`` and its provenance; clear errors when absent."""
     weights, meta = folder / ROLE_FILES[role], folder / f"{role}.json"
     if not weights.is_file() or not meta.is_file():
-        raise FileNotFoundError(
+        raise MissingInput(
             f"{folder} has no converted {role} weights ({weights.name}): run `make weights` "
             "(or `masn weights fetch`), or pass --random-weights for a smoke run"
         )

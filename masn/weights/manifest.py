@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from masn.errors import UnknownName
+
 MANIFEST_PATH = Path(__file__).with_name("manifest.json")
 
 ROLES = frozenset({"detector", "i3d", "resnet152", "glove"})
@@ -102,7 +104,7 @@ def get(name: str) -> WeightEntry:
         if entry.name == name:
             return entry
     known = ", ".join(e.name for e in load_manifest())
-    raise KeyError(f"unknown weights {name!r}; the manifest has: {known}")
+    raise UnknownName(f"unknown weights {name!r}; the manifest has: {known}")
 
 
 def default_entries() -> tuple[WeightEntry, ...]:

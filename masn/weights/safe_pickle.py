@@ -19,8 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from masn.errors import UserError
 
-class UnsafePickleError(pickle.UnpicklingError):
+
+class UnsafePickleError(UserError, pickle.UnpicklingError):
     """The file names a global that a weights file never needs; loading it could run code."""
 
 

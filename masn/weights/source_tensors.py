@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from masn.errors import InvalidInput, MissingInput
 from masn.weights.safe_pickle import UnsafePickleError, load_pickle
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ NORM_FIELDS = ("weight", "bias", "running_mean", "running_var")  # a BatchNorm's
 Shape = tuple[int, ...]
 
 
-class ConversionError(ValueError):
+class ConversionError(InvalidInput):
     """A weights file is unreadable or does not hold the published model a converter expects."""
 
 
@@ -74,7 +75,7 @@ def read_pickle_file(path: str | Path) -> Any:
 def _existing(path: str | Path) -> Path:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no weights file at {path}: download it first")
+        raise MissingInput(f"no weights file at {path}: download it first")
     return path
 
 

@@ -1,0 +1,38 @@
+"""The one error type for user mistakes, shared by every layer of the package.
+
+A :class:`UserError` is something the user can fix: a flag out of range, a missing or damaged
+file, a setup step not done. Its message is one line that says what is wrong and what to do;
+``masn`` prints it and exits with status 2. Every other exception is a bug and keeps its
+traceback. The subclasses also derive from the built-in exception a caller would expect
+(``ValueError`` for bad values, ``FileNotFoundError`` for absent files, ``KeyError`` for unknown
+names), so library code can catch them either way.
+
+This module imports nothing: ``masn.model`` and ``masn.weights``, which depend on nothing else
+of ours, may raise these too.
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """A mistake in what the user gave or set up; the message says what to do."""
+
+    def __str__(self) -> str:
+        # KeyError quotes its message; a user error always reads as plain text.
+        return str(self.args[0]) if self.args else self.__class__.__name__
+
+
+class InvalidInput(UserError, ValueError):
+    """A value, flag or file content that cannot be used as it is."""
+
+
+class MissingInput(UserError, FileNotFoundError):
+    """A file or folder the command needs does not exist."""
+
+
+class UnknownName(UserError, KeyError):
+    """A name (video key, weights entry, task...) that is not among the known ones."""
+
+
+class InUse(UserError, RuntimeError):
+    """Another process holds the file or folder; wait for it or choose another."""
