@@ -1,0 +1,109 @@
+"""Settings dataclasses as files: load a run description, write the settings that made a run.
+
+Every command's settings are one (possibly nested) frozen dataclass; its command-line flags are
+generated from it (``masn.pipeline.cli``), and this module turns it into YAML or JSON and back.
+``dump`` and ``load`` are inverses: ``dump(load(dump(s)))`` is ``dump(s)``, so the output of
+``--print-config`` fed back through ``--config`` prints the very same text. Run folders and
+feature stores keep ``dump`` of the settings that made them.
+
+Why dacite: it builds nested dataclasses from plain dicts with type checks (``Literal``
+choices, optional fields, unknown keys refused) in one small, dependency-free library, so no
+hand-written table of fields and types is needed here. YAML is read with PyYAML's safe loader
+(JSON is valid YAML, so both formats load the same way).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import dacite
+import yaml
+
+from masn.errors import InvalidInput, MissingInput
+
+S = TypeVar("S")
+
+_DACITE = dacite.Config(strict=True, cast=[Path, tuple])
+
+
+def to_dict(settings: Any) -> dict[str, Any]:
+    """The settings as plain data (paths as text, tuples as lists), nested like the dataclass."""
+    if not dataclasses.is_dataclass(settings) or isinstance(settings, type):
+        raise TypeError(f"expected a settings dataclass instance, got {settings!r}")
+    return _plain(dataclasses.asdict(settings))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if isinstance(value, Mapping):
+        return {str(key): _plain(item) for key, item in value.items()}
+    return value
+
+
+def dump(settings: Any) -> str:
+    """YAML text of the settings, fields in their declared order."""
+    return yaml.safe_dump(to_dict(settings), sort_keys=False, allow_unicode=True)
+
+
+def dump_json(settings: Any) -> str:
+    """One-line JSON of the settings (for HDF5 attributes and JSON reports)."""
+    return json.dumps(to_dict(settings), sort_keys=False)
+
+
+def from_dict(kind: type[S], data: Any, where: str = "settings") -> S:
+    """Builds ``kind`` from plain data; a wrong or unknown field is an InvalidInput naming it.
+
+    Fields the data leaves out keep their defaults; the dataclass's own checks
+    (``__post_init__``) run as for any other construction.
+    """
+    if not isinstance(data, Mapping):
+        raise InvalidInput(f"{where}: expected a mapping of setting names to values, got {data!r}")
+    try:
+        return dacite.from_dict(kind, dict(data), config=_DACITE)
+    except dacite.UnexpectedDataError as error:
+        known = ", ".join(field.name for field in dataclasses.fields(kind))
+        raise InvalidInput(
+            f"{where}: unknown setting(s) {', '.join(sorted(error.keys))}; known: {known}"
+        ) from None
+    except (dacite.DaciteError, InvalidInput) as error:
+        raise InvalidInput(f"{where}: {error}") from None
+
+
+def load(kind: type[S], path: str | Path) -> S:
+    """The settings described by a YAML or JSON file (see ``from_dict``)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise MissingInput(f"no config file at {path}") from None
+    except IsADirectoryError:
+        raise InvalidInput(f"{path} is a folder; --config takes a YAML or JSON file") from None
+    except UnicodeDecodeError:
+        raise InvalidInput(
+            f"{path} is not UTF-8 text; --config takes a YAML or JSON file"
+        ) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(error, "problem", None) or "not valid YAML or JSON"
+        raise InvalidInput(f"{where}: {problem}") from None
+    return from_dict(kind, {} if data is None else data, str(path))
+
+
+def write(settings: Any, path: str | Path) -> Path:
+    """Writes ``dump(settings)`` to ``path`` (replacing it atomically); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(dump(settings), encoding="utf-8")
+    temporary.replace(path)
+    return path
