@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import dacite
 import yaml
 
+from masn import atomic
 from masn.errors import InvalidInput, MissingInput
 
 S = TypeVar("S")
@@ -101,9 +102,4 @@ def load(kind: type[S], path: str | Path) -> S:
 
 def write(settings: Any, path: str | Path) -> Path:
     """Writes ``dump(settings)`` to ``path`` (replacing it atomically); returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(dump(settings), encoding="utf-8")
-    temporary.replace(path)
-    return path
+    return atomic.write_text(path, dump(settings))
