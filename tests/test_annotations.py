@@ -295,3 +295,92 @@ def test_jsonl_errors(tmp_path: Path) -> None:
     expect_error(path, read_jsonl, 1, "at least 2")
     with pytest.raises(AnnotationError, match=r"blank\.jsonl: no rows"):
         read_jsonl(write(tmp_path, "blank.jsonl", "\n\n"))
+
+
+# --- numbers, encodings and candidate counts ------------------------------------------------
+
+
+def test_jsonl_counts_must_be_small_integers(tmp_path: Path) -> None:
+    count = {"video": "a", "question": "how many?", "answer": 3}
+    big = '{"video": "a", "question": "how many?", "answer": %s}'
+    cases = {
+        "e40": (big % ("1" + "0" * 40), "41 digits"),
+        "e400": (big % ("1" + "0" * 400), "401 digits"),
+        "digits": (big % ("7" * 5000), "5000 digits"),
+        "float": (big % "2.5", "2.5 (a float)"),
+        "whole": (big % "3.0", "3.0 (a float)"),
+        "negative": (big % "-1", "found -1"),
+        "range": (big % "1001", "0..1000"),
+        "overflow": (big % "1e400", "too large"),
+        "nan": (big % "NaN", "NaN is not allowed"),
+        "infinity": (big % "-Infinity", "-Infinity is not allowed"),
+    }
+    for name, (line, words) in cases.items():
+        path = jsonl(tmp_path, f"{name}.jsonl", count, line)
+        message = expect_error(path, read_jsonl, 2, words)
+        assert len(message) < 200 and "\n" not in message, message
+    assert read_jsonl(jsonl(tmp_path, "max.jsonl", {**count, "answer": 1000}))[0].answer == 1000
+    mc = {"video": "a", "question": "what?", "candidates": ["x", "y"], "answer": 0}
+    path = jsonl(tmp_path, "index.jsonl", mc, {**mc, "answer": 10**40})
+    expect_error(path, read_jsonl, 2, "41 digits")
+    path = jsonl(tmp_path, "nan_mc.jsonl", mc, {**mc, "answer": float("nan")})
+    expect_error(path, read_jsonl, 2, "NaN")
+
+
+def test_tgif_counts_and_keys_must_be_small_integers(tmp_path: Path) -> None:
+    ok = "g\tHow many ?\t3\tCOUNT1\t5\n"
+    for name, answer, words in [
+        ("e40", "1" + "0" * 40, "0..1000"),
+        ("digits", "7" * 5000, "(5000 characters)"),
+        ("float", "2.5", "'2.5'"),
+        ("negative", "-1", "'-1'"),
+        ("nan", "nan", "'nan'"),
+    ]:
+        path = write(
+            tmp_path, f"{name}.csv", COUNT_HEADER + ok + f"g\tHow many ?\t{answer}\tC\t5\n"
+        )
+        message = expect_error(path, lambda p: read_tgif(p, "count"), 3, "answer", words)
+        assert len(message) < 200, message
+    path = write(tmp_path, "key.csv", COUNT_HEADER + f"g\tHow many ?\t3\tCOUNT1\t{'9' * 5000}\n")
+    expect_error(path, lambda p: read_tgif(p, "count"), 2, "key", "at most 19 digits")
+
+
+def test_msqa_numbers_name_the_entry_line(tmp_path: Path) -> None:
+    good = {"answer": "cat", "id": 0, "question": "what is it?", "video_id": 3}
+    entries = [json.dumps(good), json.dumps(good).replace('"id": 0', '"id": ' + "5" * 5000)]
+    path = write(tmp_path, "long.json", "[\n" + ",\n".join(entries) + "\n]\n")
+    expect_error(path, msvd_reader, 3, "5000 digits")
+    path = write(tmp_path, "nan.json", json.dumps([good, {**good, "answer": float("nan")}]))
+    expect_error(path, msvd_reader, 1, "NaN is not allowed")
+    with pytest.raises(AnnotationError, match=r"object\.json: expected a JSON array"):
+        msvd_reader(write(tmp_path, "object.json", '{"id": %s}' % ("5" * 5000)))
+
+
+def write_bytes(tmp_path: Path, name: str, data: bytes) -> Path:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+def test_non_utf8_files_name_the_line_of_the_bad_byte(tmp_path: Path) -> None:
+    good = json.dumps({"video": "a", "question": "what?", "answer": "cat"}).encode()
+    latin = json.dumps({"video": "a", "question": "what?", "answer": "café"}, ensure_ascii=False)
+    latin = latin.encode("latin-1")
+    data = b"\xef\xbb\xbf" + good + b"\n\n" + good + b"\n" + latin + b"\n"
+    path = write_bytes(tmp_path, "latin.jsonl", data)
+    message = expect_error(path, read_jsonl, 4, "0xe9", "save the file as UTF-8")
+    column = latin.index(b"\xe9") + 1
+    assert f"{path}:4:{column}:" in message
+    tsv = (
+        COUNT_HEADER + "g\tHow many ?\t3\tC\t5\n" * 600
+    ).encode() + b"g\tHow m\xffny ?\t3\tC\t5\n"
+    path = write_bytes(tmp_path, "count.csv", tsv)
+    expect_error(path, lambda p: read_tgif(p, "count"), 602, "0xff", "UTF-8")
+    path = write_bytes(tmp_path, "msvd.json", b'[\n{"answer": "caf\xe9"}]')
+    expect_error(path, msvd_reader, 2, "0xe9")
+
+
+def test_jsonl_multiple_choice_rows_need_one_candidate_count(tmp_path: Path) -> None:
+    mc = {"video": "a", "question": "what?", "candidates": ["x", "y", "z"], "answer": 0}
+    path = jsonl(tmp_path, "mc.jsonl", mc, "", mc, {**mc, "candidates": ["x", "y"]}, mc)
+    expect_error(path, read_jsonl, 4, "2 candidates", "first row (line 1) has 3")

@@ -13,6 +13,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from masn.errors import InvalidInput
 from masn.extract.official_layout import OfficialFeatures, export_official, open_features
 from masn.extract.store import FeatureStore, StoreWriter, VideoRecord
 from masn.pipeline.annotations import FRAMEQA_TYPES, MSQA_TYPES, QARow, read_tgif
@@ -461,6 +462,13 @@ def test_encode_count():
     bad = [QARow(("v",), "how many?", "three", source="c.jsonl:7")]
     with pytest.raises(ValueError, match=r"c\.jsonl:7: the answer must be a count"):
         encode_questions(bad, spec, vocabulary, clean_tokens, None)
+    for answer, words in [(10**40, "0..1000"), (10**400, "1329 bits"), (-2, "found -2")]:
+        bad = [QARow(("v",), "how many?", answer, source="c.jsonl:8")]
+        with pytest.raises(InvalidInput, match=rf"c\.jsonl:8: a count must be .*{words}"):
+            encode_questions(bad, spec, vocabulary, clean_tokens, None)
+    huge = [QARow(("v",), "how many?", 7 * 10**5000, source="c.jsonl:9")]
+    with pytest.raises(InvalidInput, match=r"c\.jsonl:9: .*an integer of 16613 bits"):
+        encode_questions(huge, spec, vocabulary, clean_tokens, None)
 
 
 def test_encode_multiple_choice():
@@ -493,6 +501,10 @@ def test_encode_multiple_choice_errors():
     fewer = QARow(("v3",), "q?", 0, candidates=("a", "b"), source="ok:3")
     with pytest.raises(ValueError, match="same number of candidates"):
         encode_questions([good, fewer], spec, vocabulary, clean_tokens, None)
+    with pytest.raises(
+        InvalidInput, match=r"^ok:3: 2 candidates, but the first question \(ok:2\) has 3"
+    ):
+        encode_questions([good, good, fewer, good], spec, vocabulary, clean_tokens, None)
     outside = QARow(("v4",), "q?", 3, candidates=("a", "b", "c"), source="bad:4")
     with pytest.raises(ValueError, match="bad:4: answer index 3 outside"):
         encode_questions([outside], spec, vocabulary, clean_tokens, None)

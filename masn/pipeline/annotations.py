@@ -19,20 +19,29 @@ skipped; comment lines are not allowed (JSON has none). Fields:
   non-empty strings.
 - ``"type"`` (optional string): the question type (``QARow.qtype``), for per-type results.
 
-Any other field is an error, and all rows of one file must be of one kind (multiple choice,
-count or open-ended). For example::
+Any other field is an error, all rows of one file must be of one kind (multiple choice,
+count or open-ended), and all multiple-choice rows of one file need the same number of
+candidates. For example::
 
     {"video": "clip001", "question": "what is he holding?", "answer": "guitar", "type": "what"}
     {"video": "clip002", "question": "how many times does he jump?", "answer": 3}
     {"video": "clip003", "question": "what does he do?", "candidates": ["sit", "run"], "answer": 1}
+
+Numbers are checked where they are read, and every rejection names ``path:line``: a count is an
+integer 0..1000 (``COUNT_MAX``; TGIF-QA's counts are 0..10), in every format; an integer
+literal longer than 19 digits, a float where an integer is required, and ``NaN`` / ``Infinity``
+(which Python's json module would accept) are errors. Files must be UTF-8 (a byte-order mark is
+allowed); an undecodable byte is reported with the line it is on.
 """
 
 from __future__ import annotations
 
 import csv
 import difflib
+import io
 import json
 import logging
+import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -59,10 +68,64 @@ _NAMES = {str: "a string", int: "an integer"}
 _JSONL_FIELDS = ("video", "question", "answer", "candidates", "type")
 _DIGITS = re.compile(r"[0-9]+")
 _SPACE = re.compile(r"[ \t\n\r]*")
+COUNT_MAX = 1000  # the largest count answer accepted (TGIF-QA's largest is 10)
+# Longer integer literals are refused before Python converts them (int64 has 19 digits; Python
+# itself refuses 4,300 digits with a message that cannot name the file).
+_MAX_DIGITS = 19
+_SHOWN = 24  # characters of a refused value shown in a message
 
 
 class AnnotationError(InvalidInput):
     """A malformed annotation file or row; the message names file and line."""
+
+
+class _RefusedNumber(Exception):
+    """A JSON number the decoder hooks refuse; the reader adds ``path:line`` to the message."""
+
+
+def _parse_int(text: str) -> int:
+    digits = len(text.lstrip("-"))
+    if digits > _MAX_DIGITS:
+        raise _RefusedNumber(
+            f"an integer of {digits} digits ({text[:12]}...) is too long: at most "
+            f"{_MAX_DIGITS} digits, and counts are 0..{COUNT_MAX}"
+        )
+    return int(text)
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _RefusedNumber(f"number {shown(text)} is too large for a float")
+    return value
+
+
+def _parse_constant(name: str) -> NoReturn:
+    raise _RefusedNumber(f"{name} is not allowed (JSON has no {name}); write a finite number")
+
+
+# json's decoder, minus what the JSON standard does not allow or Python cannot convert.
+_DECODER = json.JSONDecoder(
+    parse_int=_parse_int, parse_float=_parse_float, parse_constant=_parse_constant
+)
+
+
+def shown(text: str) -> str:
+    """``text`` for a one-line message: cut to a few characters, with its length when cut."""
+    if len(text) <= _SHOWN:
+        return text
+    return f"{text[:_SHOWN]}... ({len(text)} characters)"
+
+
+def count_error(value: object) -> str | None:
+    """Why ``value`` is not a count answer (an integer 0..COUNT_MAX), or None when it is."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        kind = "a float" if isinstance(value, float) else type(value).__name__
+        return f"a count must be an integer 0..{COUNT_MAX}, found {value!r} ({kind})"
+    if not 0 <= value <= COUNT_MAX:
+        text = str(value) if value.bit_length() < 64 else f"an integer of {value.bit_length()} bits"
+        return f"a count must be an integer 0..{COUNT_MAX}, found {shown(text)}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -91,20 +154,17 @@ def read_tgif(path: str | Path, task: str) -> list[QARow]:
         raise ValueError(f"unknown TGIF-QA task {task!r}; expected one of {sorted(_TGIF_HEADERS)}")
     expected = _TGIF_HEADERS[task]
     rows: list[QARow] = []
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        reader = csv.reader(f, delimiter="\t", strict=True)
-        next_line = 1  # where the next row starts: quoted fields may span lines
-        try:
-            for fields in reader:
-                line, next_line = next_line, reader.line_num + 1
-                if line == 1:
-                    _check_tgif_header(path, task, tuple(fields))
-                elif fields:  # a blank line reads as [] and is skipped, as pandas does
-                    rows.append(_tgif_row(f"{path}:{line}", task, fields))
-        except csv.Error as e:
-            raise AnnotationError(f"{path}:{next_line}: malformed CSV row: {e}") from None
-        except UnicodeDecodeError as e:
-            raise AnnotationError(f"{path}: not UTF-8 text ({e})") from None
+    reader = csv.reader(io.StringIO(_read_text(path), newline=""), delimiter="\t", strict=True)
+    next_line = 1  # where the next row starts: quoted fields may span lines
+    try:
+        for fields in reader:
+            line, next_line = next_line, reader.line_num + 1
+            if line == 1:
+                _check_tgif_header(path, task, tuple(fields))
+            elif fields:  # a blank line reads as [] and is skipped, as pandas does
+                rows.append(_tgif_row(f"{path}:{line}", task, fields))
+    except csv.Error as e:
+        raise AnnotationError(f"{path}:{next_line}: malformed CSV row: {e}") from None
     if next_line == 1:
         raise AnnotationError(f"{path}: empty file; expected the {task} header {list(expected)}")
     if not rows:
@@ -137,7 +197,7 @@ def _tgif_row(where: str, task: str, fields: list[str]) -> QARow:
     keys = (values["gif_name"], str(_tgif_int(where, values, "key")))
     question = values["question"]
     if task == "count":
-        return QARow(keys, question, _tgif_int(where, values, "answer"), source=where)
+        return QARow(keys, question, _tgif_int(where, values, "answer", COUNT_MAX), source=where)
     if task == "frameqa":
         kind = _tgif_int(where, values, "type", len(FRAMEQA_TYPES) - 1)
         if not values["answer"]:
@@ -159,12 +219,14 @@ def _tgif_row(where: str, task: str, fields: list[str]) -> QARow:
 
 
 def _tgif_int(where: str, values: dict[str, str], column: str, high: int | None = None) -> int:
-    """A column's non-negative integer value, at most high."""
+    """A column's non-negative integer value, at most high (and at most 19 digits)."""
     text = values[column]
-    if _DIGITS.fullmatch(text) and (high is None or int(text) <= high):
+    if _DIGITS.fullmatch(text) and len(text) <= _MAX_DIGITS and (high is None or int(text) <= high):
         return int(text)
-    wanted = "a non-negative integer" if high is None else f"an integer 0..{high}"
-    raise AnnotationError(f"{where}: {column} must be {wanted}, found {text!r}")
+    wanted = f"at most {_MAX_DIGITS} digits" if high is None else f"0..{high}"
+    raise AnnotationError(
+        f"{where}: {column} must be a non-negative integer ({wanted}), found {shown(text)!r}"
+    )
 
 
 def read_msqa(path: str | Path, dataset: str) -> list[QARow]:
@@ -204,15 +266,21 @@ def read_msqa(path: str | Path, dataset: str) -> list[QARow]:
 
 
 def _read_text(path: str | Path) -> str:
+    """The file's text; a byte that is not UTF-8 is reported with its line and column."""
     try:
-        return Path(path).read_text(encoding="utf-8-sig")
+        return Path(path).read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise AnnotationError(f"{path}: not UTF-8 text ({e})") from None
+        data = e.object  # the bytes after any byte-order mark, which e.start counts in
+        line = data.count(b"\n", 0, e.start) + 1
+        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise AnnotationError(
+            f"{path}:{line}:{column}: byte 0x{data[e.start]:02x} is not UTF-8 text; save the "
+            "file as UTF-8"
+        ) from None
 
 
 def _array_entries(path: str | Path, text: str) -> Iterator[tuple[int, Any]]:
     """(line, value) of each element of the JSON array that is the whole of text."""
-    decoder = json.JSONDecoder()
     pos = _SPACE.match(text).end()
     if text[pos : pos + 1] != "[":
         _raise_json_error(path, text, "expected a JSON array of objects")
@@ -222,11 +290,13 @@ def _array_entries(path: str | Path, text: str) -> Iterator[tuple[int, Any]]:
         pos += 1
     else:
         while True:
+            line, counted = line + text.count("\n", counted, pos), pos
             try:
-                value, end = decoder.raw_decode(text, pos)
+                value, end = _DECODER.raw_decode(text, pos)
             except json.JSONDecodeError:
                 _raise_json_error(path, text, "invalid JSON")
-            line, counted = line + text.count("\n", counted, pos), pos
+            except _RefusedNumber as e:
+                raise AnnotationError(f"{path}:{line}: {e}") from None
             yield line, value
             pos = _SPACE.match(text, end).end()
             if text[pos : pos + 1] != ",":
@@ -242,9 +312,11 @@ def _array_entries(path: str | Path, text: str) -> Iterator[tuple[int, Any]]:
 def _raise_json_error(path: str | Path, text: str, fallback: str) -> NoReturn:
     """Raise AnnotationError with json's own message, line and column for text."""
     try:
-        json.loads(text)
+        _DECODER.decode(text)
     except json.JSONDecodeError as e:
         raise AnnotationError(f"{path}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") from None
+    except _RefusedNumber:
+        pass  # the fallback says what is wrong with the file as a whole
     raise AnnotationError(f"{path}: {fallback}")
 
 
@@ -252,6 +324,7 @@ def read_jsonl(path: str | Path) -> list[QARow]:
     """Rows of a JSONL annotation file in the format of this module's docstring."""
     rows: list[QARow] = []
     first_kind = ("", 0)
+    first_choices = (0, 0)  # candidates of the first multiple-choice row, and its line
     for number, raw in enumerate(_read_text(path).split("\n"), 1):
         line = raw.strip()
         if not line:
@@ -265,6 +338,14 @@ def read_jsonl(path: str | Path) -> list[QARow]:
             raise AnnotationError(
                 f"{where}: the file mixes {' and '.join(sorted({kind, first_kind[0]}))} rows "
                 f"(line {first_kind[1]} is {first_kind[0]}, this one is {kind})"
+            )
+        if row.candidates and not first_choices[0]:
+            first_choices = (len(row.candidates), number)
+        elif row.candidates and len(row.candidates) != first_choices[0]:
+            raise AnnotationError(
+                f"{where}: {len(row.candidates)} candidates, but the first row (line "
+                f"{first_choices[1]}) has {first_choices[0]}; every multiple-choice question of "
+                "a file needs the same number of candidates"
             )
         rows.append(row)
     if not rows:
@@ -283,9 +364,11 @@ def _jsonl_row(where: str, line: str) -> QARow:
     if line.startswith("#"):
         raise AnnotationError(f"{where}: comment lines are not allowed (JSON has no comments)")
     try:
-        entry = json.loads(line)
+        entry = _DECODER.decode(line)
     except json.JSONDecodeError as e:
         raise AnnotationError(f"{where}:{e.colno}: invalid JSON: {e.msg}") from None
+    except _RefusedNumber as e:
+        raise AnnotationError(f"{where}: {e}") from None
     if not isinstance(entry, dict):
         raise AnnotationError(f"{where}: expected a JSON object, found {type(entry).__name__}")
     unknown = [field for field in entry if field not in _JSONL_FIELDS]
@@ -310,9 +393,13 @@ def _jsonl_row(where: str, line: str) -> QARow:
         answer = _jsonl_choice(where, answer, candidates)
     elif isinstance(answer, str) and answer.strip():
         answer = answer.strip()
-    elif not (isinstance(answer, int) and not isinstance(answer, bool) and answer >= 0):
+    elif isinstance(answer, (int, float)) and not isinstance(answer, bool):
+        problem = count_error(answer)
+        if problem:
+            raise AnnotationError(f"{where}: answer: {problem}")
+    else:
         raise AnnotationError(
-            f"{where}: answer must be a non-empty string or a non-negative integer, "
+            f"{where}: answer must be a non-empty string or a count 0..{COUNT_MAX}, "
             f"found {answer!r}"
         )
     return QARow((video,), question, answer, candidates, qtype, source=where)

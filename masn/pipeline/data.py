@@ -21,7 +21,7 @@ from torch.utils.data import Dataset, Sampler
 from masn.errors import InvalidInput, UnknownName
 from masn.extract.store import VideoRecord
 from masn.model import VideoFeatures
-from masn.pipeline.annotations import QARow
+from masn.pipeline.annotations import QARow, count_error
 from masn.pipeline.answers import OUT_OF_SET, AnswerSet, OutOfSet
 from masn.pipeline.tasks import TaskSpec
 from masn.pipeline.text import QUESTION_WIDTH, Tokeniser, Vocabulary
@@ -96,11 +96,11 @@ def encode_questions(
 ) -> Questions:
     """Token ids and targets of ``rows``; training drops answers outside the set ("wrong")."""
     multiple_choice = spec.head == "multiple_choice"
+    if multiple_choice:
+        _check_candidate_counts(rows)
     tokens, lengths, targets = [], [], []
     for row in rows:
         if multiple_choice:
-            if not row.candidates:
-                raise InvalidInput(f"{row.source}: a multiple-choice question needs candidates")
             encoded = [
                 vocabulary.encode(tokenise(f"{row.question.strip()} {c.strip()}"))
                 for c in row.candidates
@@ -112,8 +112,6 @@ def encode_questions(
             tokens.append(ids)
             lengths.append(length)
         targets.append(_target(row, spec, answers, policy))
-    if multiple_choice and len({len(row.candidates) for row in rows}) > 1:
-        raise InvalidInput("every multiple-choice question needs the same number of candidates")
     qtype_index = {name: i for i, name in enumerate(spec.qtypes)}
     qtypes = [qtype_index.get(row.qtype, 0) for row in rows]
     width = (
@@ -139,6 +137,19 @@ def encode_questions(
     return questions
 
 
+def _check_candidate_counts(rows: list[QARow]) -> None:
+    """Every question of a multiple-choice split has as many candidates as the first one."""
+    for row in rows:
+        if not row.candidates:
+            raise InvalidInput(f"{row.source}: a multiple-choice question needs candidates")
+        if len(row.candidates) != len(rows[0].candidates):
+            raise InvalidInput(
+                f"{row.source}: {len(row.candidates)} candidates, but the first question "
+                f"({rows[0].source}) has {len(rows[0].candidates)}; every multiple-choice "
+                "question needs the same number of candidates"
+            )
+
+
 def _target(row: QARow, spec: TaskSpec, answers: AnswerSet | None, policy: OutOfSet) -> float:
     if spec.head == "open_ended":
         if answers is None:
@@ -148,6 +159,9 @@ def _target(row: QARow, spec: TaskSpec, answers: AnswerSet | None, policy: OutOf
         kind = "a count" if spec.head == "count" else "a candidate index"
         raise InvalidInput(f"{row.source}: the answer must be {kind}, got {row.answer!r}")
     if spec.head == "count":
+        problem = count_error(row.answer)
+        if problem:  # the readers refuse these; rows built in code are checked here
+            raise InvalidInput(f"{row.source}: {problem}")
         return float(max(row.answer, 1))  # TGIF-QA writes 0 where it means 1 (no 1s occur)
     if not 0 <= row.answer < len(row.candidates):
         raise InvalidInput(f"{row.source}: answer index {row.answer} outside the candidates")
