@@ -3,7 +3,9 @@ features (pipeline/synthetic.py): the whole `masn train` / `masn evaluate` path 
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import os
 import signal
 import subprocess
@@ -14,12 +16,15 @@ from pathlib import Path
 import pytest
 import torch
 
+from masn.errors import InvalidInput
 from masn.extract.official_layout import export_official
+from masn.model import MASN
 from masn.pipeline.checkpoint import load_checkpoint, load_predictor
 from masn.pipeline.cli import main
-from masn.pipeline.evaluate import run_evaluate
+from masn.pipeline.distributed import Process
+from masn.pipeline.evaluate import loader, run_evaluate
 from masn.pipeline.synthetic import write_synthetic
-from masn.pipeline.train import TrainConfig, train
+from masn.pipeline.train import Diverged, TrainConfig, Trainer, train
 
 HEADS = ("open_ended", "count", "multiple_choice")
 # Small and fast: planted answers are learnt in a few epochs at a higher learning rate.
@@ -138,7 +143,7 @@ def test_count_metric_uses_the_papers_clamp_and_zero_to_one_mapping():
 def test_early_stopping_and_test_selection(collections, tmp_path):
     annotations, store = collections["open_ended"]
     config = TrainConfig(
-        **{**FAST, "lr": 0.0},
+        **{**FAST, "lr": 1e-30},  # a learning rate must be positive; this one changes nothing
         annotations=str(annotations),
         features=str(store),
         out=str(tmp_path / "run"),
@@ -147,7 +152,7 @@ def test_early_stopping_and_test_selection(collections, tmp_path):
         select_on="test",
     )
     report = train(config)
-    # Nothing changes at lr 0: the first epoch stays best and two more epochs end the run.
+    # Nothing changes at lr 1e-30: the first epoch stays best and two more epochs end the run.
     assert report["stopped_early"] and report["epochs_run"] == 3
     assert report["selected_epoch"] == 1 and report["selected_on"] == "test"
     epochs = [e for e in _events(tmp_path / "run") if e["event"] == "epoch"]
@@ -389,3 +394,148 @@ def test_word_vectors_come_from_any_glove_file_and_are_cached(collections, tmp_p
         row = embedding[predictor.vocabulary.ids([word])[0]]
         assert torch.allclose(row, torch.from_numpy(vector), atol=1e-6)
     assert (tmp_path / "run" / "word_vectors.npy").is_file()
+
+
+# --- ranges and divergence ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("values", "flag"),
+    [
+        ({"frames": 0}, "--frames"),
+        ({"batch_size": 0}, "--batch-size"),
+        ({"workers": -1}, "--workers"),
+        ({"lr": 0.0}, "--lr"),
+        ({"lr": float("nan")}, "--lr"),
+        ({"lr": float("inf")}, "--lr"),
+        ({"epochs": 0}, "--epochs"),
+        ({"patience": 0}, "--patience"),
+        ({"val_fraction": 1.0}, "--val-fraction"),
+        ({"hidden": 63}, "--hidden"),
+        ({"hidden": 0}, "--hidden"),
+        ({"dropout": 1.0}, "--dropout"),
+        ({"save_every": -1}, "--save-every"),
+        ({"log_every": 0}, "--log-every"),
+        ({"answers_top": 1}, "--answers-top"),
+    ],
+)
+def test_train_config_refuses_values_out_of_range(values, flag):
+    with pytest.raises(InvalidInput, match=f"^{flag} must be"):
+        TrainConfig(**values)
+
+
+def test_zero_frames_or_batch_size_is_an_error_never_the_default(tmp_path, caplog):
+    for flag in ("--frames", "--batch-size"):
+        caplog.clear()
+        assert main(["train", "--task", "count", "--out", str(tmp_path / "run"), flag, "0"]) == 2
+        assert f"{flag} must be at least 1" in caplog.text
+    assert not (tmp_path / "run").exists()
+    for arguments, flag in (((0, 2), "--batch-size"), ((None, -1), "--workers")):
+        with pytest.raises(InvalidInput, match=f"^{flag} must be at least"):
+            run_evaluate(
+                tmp_path / "best.pt", None, None, "test", None, torch.device("cpu"), *arguments
+            )
+
+
+def _finite(path: Path) -> bool:
+    state = load_checkpoint(path)["state_dict"]
+    return all(bool(v.isfinite().all()) for v in state.values() if v.is_floating_point())
+
+
+def test_a_non_finite_loss_stops_training_naming_step_and_questions(
+    collections, tmp_path, monkeypatch, caplog
+):
+    """A NaN loss at step 17 (epoch 2 of 14-step epochs) is seen at the next log point (step
+    20): exit 2 with one line naming the step and the batch; the epoch-1 checkpoints survive."""
+    annotations, store = collections["count"]
+    out = tmp_path / "run"
+    loss, calls = MASN.loss, []
+    batches: dict[int, list[str]] = {}
+    step = Trainer.train_step
+
+    def poisoned(self, output, targets):
+        calls.append(1)
+        value = loss(self, output, targets)
+        return value * float("nan") if len(calls) == 17 else value
+
+    def recorded(self, batch, share=1.0):
+        rows = self.data.splits["train"].rows
+        batches[self.state.global_step + 1] = [rows[i].source for i in batch.index.tolist()]
+        return step(self, batch, share)
+
+    monkeypatch.setattr(MASN, "loss", poisoned)
+    monkeypatch.setattr(Trainer, "train_step", recorded)
+    assert main(_train_args(annotations, store, out, "--epochs", "3")) == 2
+    message = caplog.records[-1].getMessage()
+    assert "\n" not in message and "at step 17 (epoch 2)" in message, message
+    lines = [source.rpartition(":")[2] for source in batches[17]]
+    assert f"{annotations / 'train.jsonl'} lines {', '.join(lines[:8])} and 8 more" in message
+    assert "lower --lr (now 0.001)" in message
+    assert f"{out / 'last.pt'} holds the state after epoch 1" in message
+    assert max(batches) == 20  # stopped at the first log point after the bad step
+    last, best = load_checkpoint(out / "last.pt"), load_checkpoint(out / "best.pt")
+    assert last["loop"]["epoch"] == 1 and last["loop"]["global_step"] == 14
+    assert best["info"]["epoch"] == 1
+    assert _finite(out / "last.pt") and _finite(out / "best.pt")
+    events = [e["event"] for e in _events(out)]
+    assert events == ["train", "train", "train", "epoch", "train"]  # steps 5, 10, 14, -, 15
+    assert all(math.isfinite(e["loss"]) for e in _events(out) if e["event"] == "train")
+
+
+def test_non_finite_weights_or_metrics_are_never_saved(collections, tmp_path, monkeypatch):
+    """Epochs without steps (so the test is fast): epoch 1 is saved; in epoch 2 a weight turns
+    NaN (or the validation metric does) and the run stops before writing anything."""
+    annotations, store = collections["open_ended"]
+    epochs = Trainer._evaluate
+
+    def train_epoch(self, dataset, sampler):
+        if self.state.epoch == 1 and poison == "weights":
+            with torch.no_grad():
+                next(self.model.parameters()).view(-1)[0] = float("nan")
+        return 0
+
+    def evaluate(self, split):
+        summary = epochs(self, split)
+        return {**summary, "accuracy": float("nan")} if self.state.epoch == 1 else summary
+
+    monkeypatch.setattr(Trainer, "_train_epoch", train_epoch)
+    monkeypatch.setattr(Trainer, "_evaluate", evaluate)
+    for poison, words in (("weights", "weights are not finite"), ("metrics", "metrics after")):
+        out = tmp_path / poison
+        config = TrainConfig(
+            **FAST, annotations=str(annotations), features=str(store), out=str(out), epochs=3
+        )
+        with pytest.raises(Diverged, match=f"{words}.*epoch 2") as caught:
+            train(config)
+        assert f"{out / 'best.pt'} the model of epoch 1" in str(caught.value)
+        assert load_checkpoint(out / "last.pt")["loop"]["epoch"] == 1
+        assert load_checkpoint(out / "best.pt")["info"]["epoch"] == 1
+        assert _finite(out / "last.pt") and _finite(out / "best.pt")
+
+
+@pytest.mark.gpu
+def test_the_divergence_watch_never_waits_for_the_gpu(collections, tmp_path):
+    """The loop's step and its non-finite-loss note run under CUDA's sync debug mode."""
+    annotations, store = collections["count"]
+    config = TrainConfig(
+        **{**FAST, "device": "cuda"},
+        annotations=str(annotations),
+        features=str(store),
+        out=str(tmp_path / "run"),
+    )
+    trainer = Trainer(config, Process(), torch.device("cuda"))
+    dataset, sampler = trainer.train_data()
+    batches = [
+        b.to(trainer.device)
+        for b in itertools.islice(loader(dataset, sampler, trainer.loading, trainer.device), 2)
+    ]
+    trainer.train_step(batches[0])  # first call: lazy CUDA/cuDNN initialisation
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        loss = trainer.train_step(batches[1])
+        trainer.state.global_step += 1
+        trainer._watch(loss, batches[1])
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    trainer._check_losses()

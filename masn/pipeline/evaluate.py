@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from masn.errors import InvalidInput
 from masn.model import MASN
 from masn.pipeline.baseline import answer_only_baseline
 from masn.pipeline.checkpoint import Predictor, load_predictor
@@ -172,7 +173,14 @@ def run_evaluate(
     precision: str = "fp32",
     baseline: bool = True,
 ) -> dict[str, Any]:
-    """``masn evaluate``: metrics of a checkpoint on a split, written beside it (or to ``out``)."""
+    """``masn evaluate``: metrics of a checkpoint on a split, written beside it (or to ``out``).
+
+    ``batch_size`` None: the task's; a batch size below 1 or negative workers are refused.
+    """
+    if batch_size is not None and batch_size < 1:
+        raise InvalidInput(f"--batch-size must be at least 1 (or left out), got {batch_size}")
+    if workers < 0:
+        raise InvalidInput(f"--workers must be at least 0, got {workers}")
     predictor = load_predictor(checkpoint)
     spec = predictor.spec
     settings = predictor.info.get("train_config", {})
@@ -187,7 +195,8 @@ def run_evaluate(
         rows[split], spec, predictor.vocabulary, tokenise, predictor.answers, policy
     )
     questions = attach_features(questions, source, split)
-    loading = Loading(predictor.frames, predictor.sampling, batch_size or spec.batch_size, workers)
+    batch_size = spec.batch_size if batch_size is None else batch_size
+    loading = Loading(predictor.frames, predictor.sampling, batch_size, workers)
     model = predictor.model.to(device)
     tally, kept = evaluate_split(
         model, questions, source, spec, loading, device, precision, keep=True, label=split

@@ -10,18 +10,27 @@ every ``save_every`` steps, so ``resume=True`` continues a killed run to the ver
 
 Under torchrun every process reads its share of each batch (``StepSampler``) and DDP averages
 gradients; losses are weighted so that W processes take exactly the steps of one process.
+
+A loss that is not finite stops the run with :class:`Diverged`, naming the step, the epoch and
+the questions of the batch. The step itself never waits for the GPU: it only notes, on the
+device, the first step whose loss was not finite, and the loop looks at that note where it
+synchronises anyway (every ``log_every`` steps, before a checkpoint, at the epoch end). A model
+with non-finite weights or validation metric is never written, so ``best.pt`` and ``last.pt``
+keep the last good state.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
@@ -49,6 +58,12 @@ _DATA_SETTINGS = ("task", "head", "tokenizer", "frames", "sampling", "val_fracti
 _MODEL_SETTINGS = ("mode", "hidden", "dropout", "streams", "fusion", "out_of_set", "answers_top")
 _LOOP_SETTINGS = ("batch_size", "lr", "seed", "select_on")
 _FIXED_ON_RESUME = _DATA_SETTINGS + _MODEL_SETTINGS + _LOOP_SETTINGS
+_NONE = 2**62  # "no step yet" for the first non-finite step (a minimum over processes)
+_NAMED = 8  # questions named in a divergence message
+
+
+class Diverged(InvalidInput):
+    """Training produced a non-finite loss, model or metric; the message says where and why."""
 
 
 @dataclass
@@ -96,8 +111,30 @@ class TrainConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise InvalidInput(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        if self.epochs < 1 or self.patience < 1:
-            raise InvalidInput("epochs and patience must be at least 1")
+        _check_ranges(self)
+
+
+def _check_ranges(config: TrainConfig) -> None:
+    """Numbers out of range are refused, never replaced by a default (flag names as the CLI's)."""
+    lr = config.lr
+    rules = [
+        ("frames", config.frames is None or config.frames >= 1, "at least 1 (or left out)"),
+        ("batch_size", config.batch_size is None or config.batch_size >= 1, "at least 1"),
+        ("workers", config.workers is None or config.workers >= 0, "at least 0"),
+        ("lr", math.isfinite(lr) and lr > 0, "a finite number above 0, e.g. 1e-4"),
+        ("epochs", config.epochs >= 1, "at least 1"),
+        ("patience", config.patience >= 1, "at least 1"),
+        ("val_fraction", 0 < config.val_fraction < 1, "between 0 and 1, e.g. 0.1"),
+        ("hidden", config.hidden >= 2 and config.hidden % 2 == 0, "an even number >= 2"),
+        ("dropout", 0 <= config.dropout < 1, "in [0, 1)"),
+        ("save_every", config.save_every >= 0, "at least 0 (0: at epoch ends only)"),
+        ("log_every", config.log_every >= 1, "at least 1"),
+        ("answers_top", config.answers_top is None or config.answers_top >= 2, "at least 2"),
+    ]
+    for name, valid, wanted in rules:
+        if not valid:
+            flag = "--" + name.replace("_", "-")
+            raise InvalidInput(f"{flag} must be {wanted}, got {getattr(config, name)!r}")
 
 
 @dataclass
@@ -132,10 +169,10 @@ class Trainer:
         self.tokenizer = config.tokenizer or ("official" if config.mode == "reference" else "clean")
         self.precision = config.precision or ("bf16" if device.type == "cuda" else "fp32")
         self.loading = Loading(
-            config.frames or spec.frames,
+            spec.frames if config.frames is None else config.frames,
             config.sampling,
-            config.batch_size or spec.batch_size,
-            config.workers if config.workers is not None else default_workers(process),
+            spec.batch_size if config.batch_size is None else config.batch_size,
+            default_workers(process) if config.workers is None else config.workers,
         )
         last = self.run / "last.pt"
         if last.exists() and not config.resume:
@@ -170,6 +207,11 @@ class Trainer:
             else self.model
         )
         self.logs = RunLog(self.run) if process.main else None
+        # The first global step whose loss was not finite (_NONE: none), kept on the device so
+        # that steps never wait for it; and which questions each step since the last look held.
+        self._first_bad = torch.full((), _NONE, dtype=torch.int64, device=device)
+        self._recent: dict[int, tuple[int, torch.Tensor]] = {}
+        self._saved: str | None = None  # what last.pt holds, for the divergence message
 
     def _build_model(self) -> MASN:
         config, data = self.config, self.data
@@ -230,6 +272,7 @@ class Trainer:
             payload["loop"] = asdict(self.state)
             payload["rng"] = streams
             save_atomic(payload, self.run / "last.pt")
+        self._saved = _position(self.state)
 
     def _restore(self, payload: dict[str, Any]) -> None:
         saved = payload["info"]["train_config"]
@@ -241,6 +284,7 @@ class Trainer:
         self.model.load_state_dict(payload["state_dict"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.state = LoopState(**payload["loop"])
+        self._saved = _position(self.state)
         streams = payload["rng"]
         if len(streams) == self.process.world:
             _set_rng_state(streams[self.process.rank], self.device)
@@ -264,14 +308,15 @@ class Trainer:
         config, state = self.config, self.state
         dataset, sampler = self.train_data()
         started, samples = time.perf_counter(), 0
-        while state.epoch < config.epochs and not state.stopped:
-            samples += self._train_epoch(dataset, sampler)
-            self._end_epoch()
-        seconds = time.perf_counter() - started
-        report = self._report(samples / seconds if samples else None)
-        if self.logs is not None:
-            self.logs.close()
-        return report
+        try:
+            while state.epoch < config.epochs and not state.stopped:
+                samples += self._train_epoch(dataset, sampler)
+                self._end_epoch()
+            seconds = time.perf_counter() - started
+            return self._report(samples / seconds if samples else None)
+        finally:
+            if self.logs is not None:
+                self.logs.close()
 
     def _train_epoch(self, dataset: QADataset, sampler: StepSampler) -> int:
         state, process = self.state, self.process
@@ -289,16 +334,22 @@ class Trainer:
         )
         for batch in bar:
             share = len(batch) * process.world / min(batch_size, size - state.step * batch_size)
-            running += self.train_step(batch, share) * len(batch)
+            loss = self.train_step(batch, share)
+            running += loss * len(batch)
             seen += len(batch)
             samples += len(batch) * process.world
             state.step += 1
             state.global_step += 1
+            self._watch(loss, batch)
             if state.global_step % self.config.log_every == 0:
+                self._check_losses()
                 self._log_train(running / seen)
                 running, seen = torch.zeros((), device=self.device), 0
             if self.config.save_every and state.global_step % self.config.save_every == 0:
+                self._check_losses()
+                self._check_model()
                 self._save_last()
+        self._check_losses()
         if seen:
             self._log_train(running / seen)
         return samples
@@ -317,6 +368,65 @@ class Trainer:
         (loss * share).backward()
         self.optimizer.step()
         return loss.detach()
+
+    def _watch(self, loss: torch.Tensor, batch: Batch) -> None:
+        """Notes the step if its loss is not finite, on the device (no waiting for the GPU), and
+        remembers on the host which questions the step held."""
+        step = self.state.global_step
+        self._recent[step] = (self.state.epoch, batch.index)
+        bad = ~torch.isfinite(loss) & (self._first_bad == _NONE)
+        self._first_bad = torch.where(bad, step, self._first_bad)
+
+    def _check_losses(self) -> None:
+        """Raises Diverged if a step since the last look had a non-finite loss (synchronises;
+        every process calls it at the same steps)."""
+        first = self._first_bad
+        if self.process.world > 1:
+            first = first.clone()
+            dist.all_reduce(first, op=dist.ReduceOp.MIN)
+        step = int(first)
+        if step == _NONE:
+            self._recent.clear()
+            return
+        epoch, index = self._recent[step]
+        questions = self.data.splits["train"]
+        mine = [questions.rows[i].source or questions.keys[i] for i in index.tolist()]
+        names = [name for share in self.process.gather(mine) for name in share]
+        raise Diverged(
+            f"training diverged: the loss is not finite (NaN or infinite) at step {step} (epoch "
+            f"{epoch + 1}), on the batch of questions {_question_names(names)}; lower --lr (now "
+            f"{self.config.lr:g}) or check these questions' answers. {self._kept()}"
+        )
+
+    def _check_model(self) -> None:
+        """Raises Diverged if a weight is not finite (synchronises)."""
+        values = [v for v in self.model.state_dict().values() if v.is_floating_point()]
+        if bool(torch.stack([v.isfinite().all() for v in values]).all()):
+            return
+        raise Diverged(
+            f"training diverged: the model's weights are not finite after step "
+            f"{self.state.global_step} (epoch {self.state.epoch + 1}); lower --lr (now "
+            f"{self.config.lr:g}) or check the training answers. {self._kept()}"
+        )
+
+    def _check_metrics(self, metrics: dict[str, Any]) -> None:
+        """Raises Diverged if a validation figure is not finite."""
+        if all(math.isfinite(value) for value in _numbers(metrics)):
+            return
+        raise Diverged(
+            f"training diverged: the validation metrics after epoch {self.state.epoch + 1} are "
+            f"not finite; lower --lr (now {self.config.lr:g}) or check the training answers. "
+            f"{self._kept()}"
+        )
+
+    def _kept(self) -> str:
+        """Which checkpoints still hold a good state (nothing non-finite is ever written)."""
+        kept = []
+        if self._saved is not None:
+            kept.append(f"{self.run / 'last.pt'} holds the state after {self._saved}")
+        if self.state.best_epoch >= 0:
+            kept.append(f"{self.run / 'best.pt'} the model of epoch {self.state.best_epoch + 1}")
+        return ("; ".join(kept) if kept else "Nothing was saved") + "."
 
     def _log_train(self, loss: torch.Tensor) -> None:
         if self.logs is not None:
@@ -340,9 +450,11 @@ class Trainer:
     def _end_epoch(self) -> None:
         config, state = self.config, self.state
         count = self.spec.head == "count"
+        self._check_model()
         metrics = {"val": self._evaluate("val")}
         if config.select_on == "test":
             metrics["test"] = self._evaluate("test")
+        self._check_metrics(metrics)
         value = selection_metric(metrics[config.select_on], count)
         improved = state.best is None or value > state.best
         epoch = state.epoch
@@ -404,6 +516,39 @@ class Trainer:
             (self.run / "report.json").write_text(json.dumps(report, indent=2) + "\n")
             log.info("report: %s", self.run / "report.json")
         return report
+
+
+def _position(state: LoopState) -> str:
+    """Where the loop stands, in words: "epoch 2" (done) or "step 5 of epoch 3"."""
+    if state.step:
+        return f"step {state.step} of epoch {state.epoch + 1}"
+    return f"epoch {state.epoch}"
+
+
+def _question_names(names: list[str]) -> str:
+    """A few question ids in one line: "file lines 3, 9" for sources, video keys as they are."""
+    lines: dict[str, list[str]] = {}
+    others = []
+    for name in names[:_NAMED]:
+        path, _, line = name.rpartition(":")
+        if path and line.isdigit():
+            lines.setdefault(path, []).append(line)
+        else:
+            others.append(name)
+    parts = [f"{path} line{'s' * (len(n) > 1)} {', '.join(n)}" for path, n in lines.items()]
+    more = f" and {len(names) - _NAMED} more" if len(names) > _NAMED else ""
+    return ", ".join(parts + others) + more
+
+
+def _numbers(values: dict[str, Any]) -> list[float]:
+    """Every float in nested dicts of metrics (None, for an empty split, is left out)."""
+    found: list[float] = []
+    for value in values.values():
+        if isinstance(value, dict):
+            found += _numbers(value)
+        elif isinstance(value, float):
+            found.append(value)
+    return found
 
 
 def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:
