@@ -7,6 +7,11 @@ ResNet appearance (T, 2048), I3D motion (T, 2048), the detector file with groups
 objects (T, 10, 2048), all float32. Exporting hands our features to the official code;
 importing lets users train on the authors' released features, and ``OfficialFeatures`` reads
 them in place with the reading interface of ``FeatureStore`` (``open_features`` opens either).
+
+Damaged inputs are user errors (``InvalidInput``) naming the file and, where it applies, the
+dataset inside it: a file HDF5 cannot open (empty, text, truncated), a missing group or one that
+is a dataset, a video entry that is a group, an array of the wrong rank, width or type, data
+that cannot be read. Key-map files must be UTF-8 text; a bad byte is reported with its line.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import difflib
+import io
 import logging
 import os
 import re
@@ -29,6 +35,7 @@ from masn.errors import InvalidInput, MissingInput, UnknownName
 from masn.extract.store import (
     FIELDS,
     REQUIRED_FIELDS,
+    SHAPES,
     FeatureDtype,
     FeatureStore,
     Provenance,
@@ -93,6 +100,8 @@ _SOURCES = {
     "motion_objects": ("motion_objects", ""),
 }
 _EXAMPLES = 5
+_FILE_ATTRS = ("appearance", "motion", "objects", "motion_objects")
+_AGAIN = "download it again or re-export it (masn features export-official)"
 
 
 def official_files(dataset: str) -> OfficialFiles:
@@ -179,13 +188,10 @@ def import_official(
     ours = _our_keys(key_map)
     with contextlib.ExitStack() as stack:
         opened = {
-            name: stack.enter_context(h5py.File(in_dir / getattr(files, name), "r", locking=False))
-            for name in ("appearance", "motion", "objects", "motion_objects")
+            name: stack.enter_context(_open_hdf5(in_dir / getattr(files, name)))
+            for name in _FILE_ATTRS
         }
-        tables = {
-            field: opened[file][group] if group else opened[file]
-            for field, (file, group) in _SOURCES.items()
-        }
+        tables = _tables(opened)
         complete = _complete_keys(tables, files, skip_incomplete)
         if ours is not None:
             _warn_skipped([key for key in complete if key not in ours], "have no entry in key_map")
@@ -197,7 +203,10 @@ def import_official(
         with atomic_hdf5(out_path) as out:
             videos = init_store(out, provenance, dtype)
             for official in complete:
-                arrays = {field: table[official][()] for field, table in tables.items()}
+                arrays = {
+                    field: _read(_dataset(table, official), official)
+                    for field, table in tables.items()
+                }
                 key = official if ours is None else ours[official]
                 add_video(videos, VideoRecord(key=key, **arrays), dtype)
     log.info("imported %d official %s videos into %s", len(complete), dataset, out_path)
@@ -235,7 +244,8 @@ def _complete_keys(
     complete = [key for key in keys if all(key in present for present in everywhere.values())]
     uneven = {}
     for key in complete:
-        lengths = {field: table[key].shape[0] for field, table in tables.items()}
+        datasets = _video_datasets(tables, key)
+        lengths = {field: dataset.shape[0] for field, dataset in datasets.items()}
         if len(set(lengths.values())) > 1:
             uneven[key] = lengths
     if uneven:
@@ -276,6 +286,100 @@ def _warn_skipped(keys: list[str], reason: str) -> None:
         log.warning("leaving out %d videos that %s (e.g. %s)", len(keys), reason, examples)
 
 
+def _open_hdf5(path: Path) -> h5py.File:
+    """``path`` opened for reading; a file HDF5 cannot open is reported as the user's to fix."""
+    try:
+        return h5py.File(path, "r", locking=False)
+    except OSError as error:  # h5py's "file signature not found", "truncated file", ...
+        raise InvalidInput(
+            f"{path} is not a readable HDF5 file ({_reason(error)}); {_AGAIN}"
+        ) from None
+
+
+def _reason(error: OSError) -> str:
+    """HDF5's own words, on one line, without h5py's "Unable to synchronously ..." prefix."""
+    text = " ".join(str(error).split())
+    inner = re.search(r"\((.+)\)$", text)
+    return inner.group(1) if inner else text
+
+
+def _tables(handles: Mapping[str, h5py.File]) -> dict[str, h5py.Group]:
+    """Field -> the file or group holding one dataset per video; a group that is absent or is
+    a dataset is an error naming the file."""
+    tables = {}
+    for field, (file, group) in _SOURCES.items():
+        handle = handles[file]
+        if not group:
+            tables[field] = handle
+            continue
+        item = handle.get(group)
+        if not isinstance(item, h5py.Group):
+            found = "has no" if item is None else "has a dataset, not a group,"
+            raise InvalidInput(
+                f"{handle.filename} {found} {group!r} (the official objects file holds the "
+                f"groups image_features and spatial_features); {_AGAIN}"
+            )
+        tables[field] = item
+    return tables
+
+
+def _dataset(table: h5py.Group, key: str) -> h5py.Dataset:
+    """The video's dataset in ``table``; anything else there is an error naming file and path."""
+    item = table.get(key)
+    if not isinstance(item, h5py.Dataset):
+        found = "missing" if item is None else "a group, not a dataset"
+        raise InvalidInput(
+            f"{table.file.filename} dataset {table.name.rstrip('/')}/{key} is {found}; {_AGAIN}"
+        )
+    return item
+
+
+def _video_datasets(tables: Mapping[str, h5py.Group], key: str) -> dict[str, h5py.Dataset]:
+    """Field -> the video's dataset, checked against the store's shapes: (T, A) appearance,
+    (T, M) motion, (T, N, A) and (T, N, M) objects, (T, N, 6) boxes, numbers only. T is left to
+    the callers (videos whose files disagree on T may be skipped)."""
+    datasets = {field: _dataset(table, key) for field, table in tables.items()}
+    sizes: dict[str, tuple[int, str]] = {}
+    for field, dataset in datasets.items():
+        pattern, shape = SHAPES[field], dataset.shape
+        fits = len(shape) == len(pattern) and dataset.dtype.kind in "iuf" and 0 not in shape
+        if fits and isinstance(pattern[-1], int) and shape[-1] != pattern[-1]:
+            fits = False
+        if not fits:
+            raise InvalidInput(
+                f"{_name(dataset)} holds {dataset.dtype} {shape}; expected numbers shaped "
+                f"({', '.join(map(str, pattern))}) (official: appearance and motion T x 2048, "
+                f"objects T x 10 x 2048, boxes T x 10 x 6); {_AGAIN}"
+            )
+        for symbol, size in zip(pattern[1:], shape[1:], strict=True):
+            if isinstance(symbol, int):
+                continue
+            expected, first = sizes.setdefault(symbol, (size, field))
+            if size != expected:
+                other = datasets[first]
+                raise InvalidInput(
+                    f"{_name(dataset)} {shape} and {_name(other)} {other.shape} disagree on "
+                    f"{'the number of objects' if symbol == 'N' else 'the feature width'}; "
+                    f"{_AGAIN}"
+                )
+    return datasets
+
+
+def _name(dataset: h5py.Dataset) -> str:
+    """File and dataset, e.g. ``official/tgif_btup_f_obj10.hdf5 dataset /image_features/17``."""
+    return f"{dataset.file.filename} dataset {dataset.name}"
+
+
+def _read(dataset: h5py.Dataset, key: str) -> np.ndarray:
+    """The dataset's array; data HDF5 cannot read means a damaged file."""
+    try:
+        return dataset[()]
+    except OSError as error:
+        raise InvalidInput(
+            f"{_name(dataset)} (video {key!r}) cannot be read ({_reason(error)}); {_AGAIN}"
+        ) from None
+
+
 def read_key_map(path: str | os.PathLike[str]) -> dict[str, str]:
     """Our key -> official key, from a two-column TSV or from TGIF-QA question files.
 
@@ -283,8 +387,15 @@ def read_key_map(path: str | os.PathLike[str]) -> dict[str, str]:
     name to its ``key``; any other file is read as ``our_key<TAB>official_key`` lines.
     """
     path = Path(path)
-    with path.open(encoding="utf-8", newline="") as file:
-        rows = list(csv.reader(file, delimiter="\t"))
+    if not path.is_file():
+        raise MissingInput(f"no key-map file {path}")
+    reader = csv.reader(io.StringIO(_key_map_text(path), newline=""), delimiter="\t")
+    try:
+        rows = list(reader)
+    except csv.Error as error:
+        raise InvalidInput(
+            f"{path}:{reader.line_num}: {error}; expected our_key<TAB>official_key lines"
+        ) from None
     if not rows:
         raise InvalidInput(f"{path} is empty; expected our_key<TAB>official_key lines")
     header = rows[0]
@@ -299,7 +410,26 @@ def read_key_map(path: str | os.PathLike[str]) -> dict[str, str]:
     return mapping
 
 
-_FILE_ATTRS = ("appearance", "motion", "objects", "motion_objects")
+def _key_map_text(path: Path) -> str:
+    """The key map's text; a byte that is not UTF-8, or a NUL (a binary file), is reported
+    with its line."""
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = error.object.count(b"\n", 0, error.start) + 1
+        raise InvalidInput(
+            f"{path}:{line}: byte 0x{error.object[error.start]:02x} is not UTF-8 text; a key map "
+            "is a text file (a TGIF-QA question file or our_key<TAB>official_key lines) saved "
+            "as UTF-8"
+        ) from None
+    if "\x00" in text:
+        line = text.count("\n", 0, text.index("\x00")) + 1
+        raise InvalidInput(
+            f"{path}:{line}: a NUL byte: this is a binary file, not a key map (a TGIF-QA "
+            "question file or our_key<TAB>official_key lines)"
+        )
+    return text
 
 
 class OfficialFeatures:
@@ -321,7 +451,7 @@ class OfficialFeatures:
                 f"{', '.join(self.files.names())}"
             )
         _check_present(self.path, dataset, self.files)
-        with h5py.File(self.path / self.files.appearance, "r", locking=False) as file:
+        with _open_hdf5(self.path / self.files.appearance) as file:
             first = next(iter(file), None)
             item = file.get(first) if first is not None else None
             dtype = item.dtype.name if isinstance(item, h5py.Dataset) else "float32"
@@ -382,7 +512,7 @@ class OfficialFeatures:
     def num_frames(self, key: str) -> int:
         """T, the number of sampled frames of ``key`` (from the appearance shape, no data read)."""
         self._check_key(key)
-        return int(self._open()["appearance"][key].shape[0])
+        return int(_dataset(self._open()["appearance"], key).shape[0])
 
     def read(self, key: str, fields: Iterable[str] | None = None) -> VideoRecord:
         """The video's record; only ``fields`` are read (all when None), the others are None.
@@ -394,7 +524,7 @@ class OfficialFeatures:
         if unknown:
             raise ValueError(f"unknown field(s) {unknown}; choose from {list(FIELDS)}")
         self._check_key(key)
-        datasets = {field: table[key] for field, table in self._open().items()}
+        datasets = _video_datasets(self._open(), key)
         lengths = {field: dataset.shape[0] for field, dataset in datasets.items()}
         if len(set(lengths.values())) > 1:
             found = ", ".join(f"{_where(field, self.files)}: {n}" for field, n in lengths.items())
@@ -402,7 +532,7 @@ class OfficialFeatures:
                 f"video {key!r} has different numbers of frames T across the official files in "
                 f"{self.path} ({found}); re-extract it or leave it out"
             )
-        arrays = {field: datasets[field][()] for field in wanted if field in datasets}
+        arrays = {field: _read(datasets[field], key) for field in wanted if field in datasets}
         return VideoRecord(key=key, **arrays)
 
     def close(self) -> None:
@@ -419,9 +549,7 @@ class OfficialFeatures:
             handles: dict[str, h5py.File] = {}
             try:
                 for name in _FILE_ATTRS:
-                    handles[name] = h5py.File(
-                        self.path / getattr(self.files, name), "r", locking=False
-                    )
+                    handles[name] = _open_hdf5(self.path / getattr(self.files, name))
                 identity = {
                     name: _identity(handle.id.get_vfd_handle()) for name, handle in handles.items()
                 }
@@ -435,10 +563,7 @@ class OfficialFeatures:
                         f"{', '.join(changed)} in {self.path} was replaced after it was first "
                         "read; create a new OfficialFeatures to read the new files"
                     )
-                tables = {
-                    field: handles[file][group] if group else handles[file]
-                    for field, (file, group) in _SOURCES.items()
-                }
+                tables = _tables(handles)
             except BaseException:
                 for handle in handles.values():
                     handle.close()
