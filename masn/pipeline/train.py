@@ -68,7 +68,11 @@ class Diverged(InvalidInput):
 
 @dataclass
 class TrainConfig:
-    """Everything ``masn train`` takes; None means "the task's default" (see TaskSpec)."""
+    """Everything ``masn train`` takes; None means "the task's default" (see TaskSpec).
+
+    Numbers out of range (frames or batch size 0, lr 0 or NaN, an odd hidden size...) raise
+    InvalidInput naming the flag; they are never replaced by a default.
+    """
 
     task: str = "frameqa"
     annotations: str | None = None
