@@ -486,7 +486,7 @@ def test_non_finite_weights_or_metrics_are_never_saved(collections, tmp_path, mo
     """Epochs without steps (so the test is fast): epoch 1 is saved; in epoch 2 a weight turns
     NaN (or the validation metric does) and the run stops before writing anything."""
     annotations, store = collections["open_ended"]
-    epochs = Trainer._evaluate
+    evaluate_split = Trainer._evaluate
 
     def train_epoch(self, dataset, sampler):
         if self.state.epoch == 1 and poison == "weights":
@@ -495,7 +495,7 @@ def test_non_finite_weights_or_metrics_are_never_saved(collections, tmp_path, mo
         return 0
 
     def evaluate(self, split):
-        summary = epochs(self, split)
+        summary = evaluate_split(self, split)
         return {**summary, "accuracy": float("nan")} if self.state.epoch == 1 else summary
 
     monkeypatch.setattr(Trainer, "_train_epoch", train_epoch)
