@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from masn.weights import glove
-from masn.weights.glove import load_glove_rows
+from masn.weights.glove import GloveFile, check_glove_file, load_glove_rows
 
 ROWS = 30_000  # the first rows of glove.6B.50d, written as a GloVe file (about 13 MB of text)
 MISSING = ["zzq-not-a-word", "qqx-nor-this"]
@@ -192,6 +192,70 @@ def test_useful_errors(tmp_path: Path) -> None:
         load_glove_rows(tmp_path / "empty.txt", ["a"])
     with pytest.raises(ValueError, match="empty"):
         load_glove_rows(tmp_path / "empty.txt", [])
+
+
+# ---------------------------------------------------------------- the check before trusting a file
+
+
+@pytest.mark.parametrize("kind", ["text", "zip"])
+def test_check_accepts_real_glove(real: RealGlove, kind: str) -> None:
+    source = real.text if kind == "text" else real.zip
+    assert check_glove_file(source, zipped=kind == "zip") == GloveFile(dim=50, vectors=ROWS)
+
+
+def test_check_accepts_header_bom_crlf_and_words_with_spaces(tmp_path: Path) -> None:
+    source = tmp_path / "vectors.txt"
+    source.write_bytes(b"\xef\xbb\xbf3 3\r\nfoo 1 2 3\r\n\r\nnew york 4 5 6\r\nnan 7 8 9\r\n")
+    assert check_glove_file(source) == GloveFile(dim=3, vectors=3)
+
+
+@pytest.mark.parametrize(
+    ("lines", "problem"),
+    [
+        ([b"a 1 2 3", b"b 4 5"], "line 2 does not hold 3 numbers as line 1 does"),
+        ([b"a 1 2", b"b 3 4", b"c 5 6 7"], "line 3 does not hold 2 numbers as line 1 does"),
+        ([b"a 1 2", b"b 3 4", b"truncat"], "line 3 does not hold 2 numbers"),
+        ([b"<html><body>Sign in</body></html>"], "line 1 is not a word followed by numbers"),
+        ([b"", b"  "], "holds no word vectors"),
+    ],
+)
+def test_check_refuses_mixed_dimensions_and_non_glove(
+    tmp_path: Path, lines: list[bytes], problem: str
+) -> None:
+    source = tmp_path / "glove.txt"
+    source.write_bytes(b"\n".join(lines) + b"\n")
+    with pytest.raises(ValueError, match=problem):
+        check_glove_file(source)
+    with zipfile.ZipFile(tmp_path / "glove.zip", "w") as archive:
+        archive.write(source, "glove.txt")
+    with pytest.raises(ValueError, match=problem):
+        check_glove_file(tmp_path / "glove.zip", zipped=True)
+
+
+def test_check_refuses_empty_damaged_and_ambiguous_zips(tmp_path: Path) -> None:
+    source = tmp_path / "glove.42B.300d.zip"
+    source.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"not a zip archive \(0 bytes\)"):
+        check_glove_file(source, zipped=True)
+    with pytest.raises(ValueError, match="holds no word vectors"):
+        check_glove_file(source)  # as a text file: empty
+    zipfile.ZipFile(source, "w").close()
+    with pytest.raises(ValueError, match=r"holds nothing: expected exactly one GloVe \.txt file$"):
+        check_glove_file(source, zipped=True)
+    with zipfile.ZipFile(source, "w") as archive:
+        archive.writestr("a.txt", "a 1 2\n")
+        archive.writestr("b.txt", "b 1 2\n")
+    with pytest.raises(ValueError, match=r"a\.txt, b\.txt: expected exactly one GloVe \.txt file"):
+        check_glove_file(source, zipped=True)
+    with zipfile.ZipFile(source, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("glove.txt", b"".join(b"w%d 0.5 0.25\n" % i for i in range(1000)))
+    data = source.read_bytes()
+    at = data.index(b"w500 0.5")
+    source.write_bytes(data[:at] + b"w500 0.6" + data[at + 8 :])  # still GloVe: only the CRC
+    with pytest.raises(ValueError, match=r"damaged zip archive \(Bad CRC-32"):
+        check_glove_file(source, zipped=True)
+    with pytest.raises(ValueError, match="damaged zip archive"):  # the loader says so too
+        load_glove_rows(source, ["w1", "absent"])
 
 
 # kumo ships the words as a one-column parquet file (snappy, dictionary-encoded pages with a

@@ -12,6 +12,11 @@ Format: one ``word v1 ... vD`` line per word, single spaces, no header (a word2v
 may contain spaces (glove.840B has a few): the last D fields are the vector. Lines with too
 few fields, unparsable or non-finite numbers, or more than ``MAX_LINE_BYTES`` bytes are
 counted, logged and skipped; only vocabulary lines have their numbers parsed.
+
+:func:`check_glove_file` is the strict counterpart, run before a downloaded or hand-placed file
+is trusted (``masn weights fetch`` / ``list``): it reads the whole file and refuses it unless it
+holds at least one vector and every line has the first line's number of numbers, since the
+tolerant loader would otherwise hide a truncated, damaged or mixed file.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import json
 import logging
 import os
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +67,14 @@ class GloveRows:
     def missing(self) -> list[str]:
         """The vocabulary words absent from the GloVe file (their rows are initialised)."""
         return [w for w, hit in zip(self.words, self.found, strict=True) if not hit]
+
+
+@dataclass(frozen=True)
+class GloveFile:
+    """What :func:`check_glove_file` found: the vector dimension and how many vectors."""
+
+    dim: int
+    vectors: int
 
 
 @dataclass
@@ -156,12 +170,12 @@ def _scan(source: Path, words: tuple[str, ...], dim: int | None) -> _Scan:
             if len(line) == MAX_LINE_BYTES and not line.endswith(b"\n"):
                 rejects.add(number, line, f"longer than {MAX_LINE_BYTES} bytes")
                 continue
-            text = line.removeprefix(_BOM).rstrip() if number == 1 else line.rstrip()
+            text = _text(line, number)
             if not text:
                 continue
             if rows is None:  # the first line fixes the dimension
                 fields = text.split(b" ")
-                if number == 1 and len(fields) == 2 and all(f.isdigit() for f in fields):
+                if _is_header(fields, number):
                     log.info("%s: skipping the word2vec header %r", label, text.decode())
                     continue
                 vector = _parse(fields[1:])
@@ -199,6 +213,79 @@ def _scan(source: Path, words: tuple[str, ...], dim: int | None) -> _Scan:
     return _Scan(rows, number, rejects.count)
 
 
+def check_glove_file(path: str | Path, *, zipped: bool = False) -> GloveFile:
+    """Reads the whole GloVe text file (or the one .txt of a zip) at ``path`` and checks that
+    it is usable: at least one vector, and every line a word followed by as many numbers as
+    the first. ``zipped``: the file must also be a zip archive (the published .zip format).
+
+    Raises :class:`InvalidInput` naming the file and the first problem (a damaged zip fails
+    its CRC check here, as the whole member is read).
+    """
+    source = Path(path)
+    if not source.is_file():
+        raise MissingInput(f"no GloVe file at {source}")
+    if zipped and not zipfile.is_zipfile(source):
+        raise InvalidInput(
+            f"{source} is not a zip archive ({source.stat().st_size} bytes): truncated or "
+            "another file; download it again"
+        )
+    dim, first, vectors = 0, 0, 0
+    with _open_text(source, None) as (stream, total, label), _progress(total, label) as bar:
+        for number, line in enumerate(_lines(stream, bar), start=1):
+            if len(line) == MAX_LINE_BYTES and not line.endswith(b"\n"):
+                raise InvalidInput(
+                    f"{label} line {number} is longer than {MAX_LINE_BYTES} bytes: not a GloVe "
+                    "text file; download it again"
+                )
+            text = _text(line, number)
+            if not text:
+                continue
+            if not dim:
+                fields = text.split(b" ")
+                if _is_header(fields, number):
+                    continue
+                vector = _parse(fields[1:])
+                if vector is None:
+                    raise InvalidInput(
+                        f"{label} line {number} is not a word followed by numbers: not a GloVe "
+                        "text file; download it again"
+                    )
+                dim, first = vector.size, number
+            elif not _holds_vector(text, dim):
+                raise InvalidInput(
+                    f"{label} line {number} does not hold {dim} numbers as line {first} does: "
+                    "vectors of mixed dimensions (a damaged file?); download it again"
+                )
+            vectors += 1
+    if not dim:
+        raise InvalidInput(f"{label} holds no word vectors: is it a GloVe text file?")
+    return GloveFile(dim, vectors)
+
+
+def _text(line: bytes, number: int) -> bytes:
+    """A line without its end (and, on line 1, without a UTF-8 byte order mark)."""
+    return line.removeprefix(_BOM).rstrip() if number == 1 else line.rstrip()
+
+
+def _is_header(fields: list[bytes], number: int) -> bool:
+    """A word2vec-style ``count dim`` first line."""
+    return number == 1 and len(fields) == 2 and all(f.isdigit() for f in fields)
+
+
+def _holds_vector(text: bytes, dim: int) -> bool:
+    """Whether a line is a word and exactly ``dim`` numbers. Words may contain spaces, but
+    a number just before the last ``dim`` fields means the line has more than ``dim``."""
+    spaces = text.count(b" ")
+    if spaces <= dim:
+        return spaces == dim
+    word = text.rsplit(b" ", dim)[0]
+    try:
+        float(word.rsplit(b" ", 1)[-1])
+    except ValueError:
+        return True
+    return False
+
+
 def _lines(stream: IO[bytes], bar: tqdm) -> Iterator[bytes]:
     """The lines of ``stream``; a line longer than ``MAX_LINE_BYTES`` is cut there and the
     rest of it skipped, so no line is ever held whole."""
@@ -229,11 +316,16 @@ def _open_text(source: Path, dim: int | None) -> Iterator[tuple[IO[bytes], int, 
         with open(source, "rb") as stream:
             yield stream, source.stat().st_size, source.name
         return
-    with zipfile.ZipFile(source) as archive:
-        member = _pick_member(archive, source, dim)
-        # ZipExtFile.readline is slow; a large BufferedReader on top halves the read time.
-        with io.BufferedReader(archive.open(member), buffer_size=1 << 18) as stream:
-            yield stream, member.file_size, f"{source.name}:{member.filename}"
+    try:
+        with zipfile.ZipFile(source) as archive:
+            member = _pick_member(archive, source, dim)
+            # ZipExtFile.readline is slow; a large BufferedReader on top halves the read time.
+            with io.BufferedReader(archive.open(member), buffer_size=1 << 18) as stream:
+                yield stream, member.file_size, f"{source.name}:{member.filename}"
+    except (zipfile.BadZipFile, zlib.error, EOFError) as error:  # also raised while reading
+        raise InvalidInput(
+            f"{source} is a damaged zip archive ({error}); download it again"
+        ) from None
 
 
 def _pick_member(archive: zipfile.ZipFile, source: Path, dim: int | None) -> zipfile.ZipInfo:
@@ -244,9 +336,10 @@ def _pick_member(archive: zipfile.ZipFile, source: Path, dim: int | None) -> zip
     if len(texts) == 1:
         return texts[0]
     names = ", ".join(m.filename for m in archive.infolist()) or "nothing"
+    choose = len(texts) > 1 and dim is None
     raise InvalidInput(
         f"{source} holds {names}: expected exactly one GloVe .txt file"
-        + ("" if dim is not None else "; pass the dimension (dim=...) to choose one")
+        + ("; pass the dimension (dim=...) to choose one" if choose else "")
     )
 
 
