@@ -1,0 +1,51 @@
+"""Whether a weights file is usable as the format its manifest entry names, before it is trusted.
+
+Checksums tell that a file is the one published or recorded; validation tells that it holds
+what we need. It runs before a file is pinned in the lock file and when `masn weights list`
+meets a file the lock does not vouch for. One function per manifest format:
+
+* network formats: the format's converter itself (:data:`masn.weights.convert.CONVERTERS`),
+  which reads the container and checks every key and shape; the state dict it returns is what
+  ``masn weights fetch`` installs, so a file is read once;
+* GloVe formats: :func:`masn.weights.glove.check_glove_file` (a readable text, or a zip holding
+  exactly one .txt, with at least one vector and one dimension throughout).
+
+Bump :data:`VALIDATION_VERSION` whenever a validator accepts less than before: lock records
+carry the version they were validated with, and older ones are validated again.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+
+from masn.errors import InvalidInput
+from masn.weights.convert import CONVERTERS
+from masn.weights.glove import check_glove_file
+from masn.weights.manifest import WeightEntry
+from masn.weights.safe_pickle import UnsafePickleError
+
+VALIDATION_VERSION = 1
+
+VALIDATORS: dict[str, Callable[[Path], object]] = {
+    **CONVERTERS,
+    "glove_text": check_glove_file,
+    "glove_zip": functools.partial(check_glove_file, zipped=True),
+}
+
+
+class InvalidFormat(InvalidInput):
+    """A file does not read as its manifest format; the message is the reason."""
+
+
+def validate(entry: WeightEntry, path: Path) -> object:
+    """What ``path`` holds, read as ``entry.format``: our state dict for a network, a
+    :class:`masn.weights.glove.GloveFile` for GloVe. Writes nothing.
+
+    Raises :class:`InvalidFormat` with the validator's reason (which names the file).
+    """
+    try:
+        return VALIDATORS[entry.format](path)
+    except (InvalidInput, UnsafePickleError) as error:
+        raise InvalidFormat(str(error)) from None
