@@ -18,13 +18,13 @@ import torch
 
 from masn.errors import InvalidInput
 from masn.extract.official_layout import export_official
-from masn.model import MASN
+from masn.model import MASN, MASNConfig
 from masn.pipeline.checkpoint import load_checkpoint, load_predictor
 from masn.pipeline.cli import main
 from masn.pipeline.distributed import Process
 from masn.pipeline.evaluate import loader, run_evaluate
 from masn.pipeline.synthetic import write_synthetic
-from masn.pipeline.train import Diverged, TrainConfig, Trainer, train
+from masn.pipeline.train import Diverged, TrainConfig, Trainer, adam, train
 
 HEADS = ("open_ended", "count", "multiple_choice")
 # Small and fast: planted answers are learnt in a few epochs at a higher learning rate.
@@ -539,3 +539,19 @@ def test_the_divergence_watch_never_waits_for_the_gpu(collections, tmp_path):
     finally:
         torch.cuda.set_sync_debug_mode("default")
     trainer._check_losses()
+
+
+def test_adam_step_reads_nothing_back_to_the_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = MASN(MASNConfig(vocab_size=10, task="open_ended", num_answers=4, hidden=16))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = adam(trainable, 1e-3)
+    for parameter in trainable:
+        parameter.grad = torch.ones_like(parameter)
+    optimizer.step()  # the first step creates the state
+    reads = []
+    item = torch.Tensor.item
+    monkeypatch.setattr(torch.Tensor, "item", lambda self: reads.append(1) or item(self))
+    before = [p.detach().clone() for p in trainable]
+    optimizer.step()
+    assert reads == [] and len(trainable) > 100
+    assert all(not torch.equal(a, b) for a, b in zip(before, trainable, strict=True))

@@ -172,7 +172,7 @@ class MASN(nn.Module):
         width = tokens.shape[-1]
         message = f"question lengths must lie in [1, {width}] (the token width)"
         if lengths.device.type == "cpu":
-            low, high = int(lengths.min()), int(lengths.max())
+            low, high = torch.stack(torch.aminmax(lengths)).tolist()  # one host read
             if low < 1 or high > width:
                 raise ValueError(f"{message}; got {low}..{high}")
         else:  # checked on the device, without waiting for it

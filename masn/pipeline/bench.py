@@ -19,6 +19,7 @@ import torch
 
 from masn.model import MASN, MASNConfig, VideoFeatures
 from masn.model.config import Task
+from masn.pipeline.train import adam
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +126,7 @@ def bench_case(
     torch.manual_seed(0)
     model = MASN(config).to(device).train()
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(trainable, lr=1e-4, fused=device.type == "cuda")
+    optimizer = adam(trainable, lr=1e-4)
     video, tokens, lengths, target = synthetic_batch(case, shape, device, generator)
 
     def step() -> torch.Tensor:

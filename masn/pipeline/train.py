@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -141,6 +142,16 @@ def _check_ranges(config: TrainConfig) -> None:
             raise InvalidInput(f"{flag} must be {wanted}, got {getattr(config, name)!r}")
 
 
+def adam(parameters: Iterable[torch.nn.Parameter], lr: float) -> torch.optim.Adam:
+    """The paper's optimizer, with the fused kernel (CPU and CUDA).
+
+    The default per-parameter implementation reads each parameter's step count back to the
+    host (one synchronisation per tensor, ~170 per step for MASN); the fused kernel reads none
+    and is several times faster on a CPU.
+    """
+    return torch.optim.Adam(parameters, lr=lr, fused=True)
+
+
 @dataclass
 class LoopState:
     """Where the loop is: the next epoch and step in it, the best result so far."""
@@ -197,7 +208,7 @@ class Trainer:
         )
         self.model = self._build_model()
         trainable = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(trainable, lr=config.lr, fused=device.type == "cuda")
+        self.optimizer = adam(trainable, config.lr)
         self.state = LoopState()
         if config.resume and last.exists():
             self._restore(load_checkpoint(last))
