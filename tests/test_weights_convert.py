@@ -20,10 +20,13 @@ project's research key lists ``keys_*.txt`` from weights_formats.md):
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import pickle
+import random
 import re
+import shutil
 import struct
 from pathlib import Path
 
@@ -36,10 +39,16 @@ from masn.extract.detector import AttributeHead, Detector, RPNHead
 from masn.extract.i3d import MotionFeatures
 from masn.extract.proposals import caffe_anchors
 from masn.extract.resnet import GlobalAppearance
+from masn.weights import commands, download
 from masn.weights.convert import CONVERTERS, convert
 from masn.weights.convert_detector import anchor_order
+from masn.weights.download import LOCK_NAME, file_sha256, read_lock
+from masn.weights.installed import read_installed
+from masn.weights.manifest import get
 from masn.weights.safe_pickle import UnsafePickleError, load_pickle
 from masn.weights.source_tensors import ConversionError
+from masn.weights.status import CORRUPT, VERIFIED, list_weights
+from masn.weights.validate import VALIDATORS
 
 NORM = ("weight", "bias", "running_mean", "running_var")
 Shape = tuple[int, ...]
@@ -645,3 +654,56 @@ def test_safe_pickle_reads_python2_arrays_and_refuses_other_globals(tmp_path) ->
     (tmp_path / "codec.pkl").write_bytes(codec)
     with pytest.raises(UnsafePickleError, match="latin1"):
         load_pickle(tmp_path / "codec.pkl")
+
+
+@pytest.mark.parametrize("fmt", ["hf_frcnn", "pytorchvideo_i3d", "torchvision_resnet"])
+def test_unreadable_torch_file_gives_one_line_with_the_cause(tmp_path, fmt) -> None:
+    """torch wraps the unpickler's reason into a page advising weights_only=False."""
+    path = tmp_path / "random.pth"
+    path.write_bytes(random.Random(0).randbytes(100_000))
+    with pytest.raises(ConversionError) as error:
+        convert(fmt, path)
+    message = str(error.value)
+    assert "\n" not in message and "weights_only" not in message
+    assert message.startswith(f"{path} is not a readable torch file (UnpicklingError: ")
+
+
+# ---------------------------------------------------------------- validation before pinning
+
+
+def test_hand_placed_detector_is_validated_before_it_is_pinned(
+    tmp_path, files, detector, monkeypatch, caplog, capsys
+) -> None:
+    """A random file placed by hand as the paper's detector is never pinned, fetch and list
+    report it; the published file (synthetic, same format) placed there then passes, is pinned,
+    converted and installed, each file read and hashed once."""
+    entry = get("vg-frcnn-attr-10-100")  # its URL is never contacted: the file is present
+    path = tmp_path / entry.filename
+    path.write_bytes(random.Random(0).randbytes(100_000))
+    with caplog.at_level(logging.ERROR):
+        assert commands.fetch_command([entry.name], tmp_path, force=False) == 1
+    assert f"{path} is truncated or not a pickle" in caplog.text
+    assert f"`masn weights fetch {entry.name}`" in caplog.text
+    assert not (tmp_path / LOCK_NAME).exists()  # never pinned
+    assert not (tmp_path / "detector.pt").exists()
+    [status] = list_weights(tmp_path, [entry])
+    assert status.state.startswith(f"{CORRUPT}: ") and "not a pickle" in status.state
+    assert commands.list_command(tmp_path) == 1
+    assert re.search(rf"^{entry.name} .* corrupt: ", capsys.readouterr().out, re.MULTILINE)
+
+    shutil.copyfile(files["detectron2_pkl"][0], path)
+    hashed, read = [], []
+    monkeypatch.setattr(download, "file_sha256", lambda p: hashed.append(p) or file_sha256(p))
+    monkeypatch.setitem(
+        VALIDATORS, entry.format, lambda p: read.append(p) or CONVERTERS[entry.format](p)
+    )
+    assert commands.fetch_command([entry.name], tmp_path, force=False) == 0
+    assert hashed == read == [path]
+    record = read_lock(tmp_path)[entry.name]
+    assert record["sha256"] == file_sha256(path)
+    assert record["validated"]["format"] == "detectron2_pkl"
+    state, installed = read_installed(tmp_path, "detector")
+    assert installed.sha256 == record["sha256"] and installed.source == entry.name
+    detector.load_state_dict(state, strict=True)
+    assert list_weights(tmp_path, [entry])[0].state == VERIFIED
+    assert read == [path]  # the lock vouches for it: listing hashes, never reads it again

@@ -1,4 +1,9 @@
-"""Weights manifest, verified downloads (against a local HTTP server), lock file, cache states."""
+"""Weights manifest, verified downloads (against a local HTTP server), lock file, validation
+before pinning, bounded network waits, the cache folder and its states.
+
+The test entries are GloVe text files (the ``glove_text`` format, validated like every format
+before a file is trusted); the network formats' validation is tested with synthetic files in
+test_weights_convert.py."""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ import logging
 import random
 import re
 import threading
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,6 +22,9 @@ from pathlib import Path
 
 import pytest
 
+import masn
+from masn.errors import UserError
+from masn.pipeline.cli import main
 from masn.weights import commands, download
 from masn.weights.download import (
     LOCK_NAME,
@@ -23,13 +32,28 @@ from masn.weights.download import (
     WeightsError,
     cache_dir,
     fetch,
+    file_sha256,
     read_lock,
     verify,
 )
 from masn.weights.manifest import FORMATS, ROLES, WeightEntry, default_entries, get, load_manifest
-from masn.weights.status import MISSING, UNVERIFIED, VERIFIED, list_weights
+from masn.weights.status import CORRUPT, MISSING, UNVERIFIED, VERIFIED, list_weights
+from masn.weights.validate import VALIDATION_VERSION, VALIDATORS
 
-PAYLOAD = random.Random(0).randbytes(3 << 20)  # three download chunks
+
+def glove_text(size: int, dim: int = 8, seed: int = 0) -> bytes:
+    """A GloVe text file of about ``size`` bytes: ``w<i>`` and ``dim`` random numbers a line."""
+    rng = random.Random(seed)
+    lines: list[bytes] = []
+    total = 0
+    while total < size:
+        numbers = " ".join(f"{rng.uniform(-1, 1):.6f}" for _ in range(dim))
+        lines.append(f"w{len(lines)} {numbers}\n".encode())
+        total += len(lines[-1])
+    return b"".join(lines)
+
+
+PAYLOAD = glove_text(3 << 20)  # three download chunks
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
 DROP_AT = 1_500_000
 
@@ -128,8 +152,8 @@ def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
 def make_entry(urls: list[str], **overrides: object) -> WeightEntry:
     values: dict[str, object] = {
         "name": "test-model",
-        "role": "detector",
-        "format": "detectron2_pkl",
+        "role": "glove",
+        "format": "glove_text",
         "urls": tuple(urls),
         "filename": "model.bin",
         "size": None,
@@ -150,7 +174,7 @@ def visible(folder: Path) -> list[str]:
 
 
 def test_fetch_downloads_and_checks_sha256(server: Server, tmp_path: Path) -> None:
-    path = fetch(make_entry([server.url()], sha256=SHA, size=len(PAYLOAD)), tmp_path)
+    path = fetch(make_entry([server.url()], sha256=SHA, size=len(PAYLOAD)), tmp_path).path
     assert path == tmp_path / "model.bin"
     assert path.read_bytes() == PAYLOAD
     assert visible(tmp_path) == ["model.bin"]  # no .part, no lock record (sha256 published)
@@ -178,7 +202,7 @@ def test_wrong_sha256_is_a_clear_error_and_leaves_nothing(server: Server, tmp_pa
 
 
 def test_sha256_prefix_as_torchvision_publishes_it(server: Server, tmp_path: Path) -> None:
-    path = fetch(make_entry([server.url()], sha256_prefix=SHA[:8]), tmp_path)
+    path = fetch(make_entry([server.url()], sha256_prefix=SHA[:8]), tmp_path).path
     assert path.read_bytes() == PAYLOAD
     assert read_lock(tmp_path)["test-model"]["sha256"] == SHA  # the full hash is pinned too
     wrong = ("0" if SHA[0] != "0" else "1") + SHA[1:8]
@@ -192,21 +216,21 @@ def test_sha256_prefix_as_torchvision_publishes_it(server: Server, tmp_path: Pat
 
 def test_dropped_connection_resumes_with_range(server: Server, tmp_path: Path) -> None:
     server.state.drops = 1
-    path = fetch(make_entry([server.url()], sha256=SHA), tmp_path)
+    path = fetch(make_entry([server.url()], sha256=SHA), tmp_path).path
     assert server.state.requests == [("/model.bin", None), ("/model.bin", f"bytes={DROP_AT}-")]
     assert path.read_bytes() == PAYLOAD
 
 
 def test_partial_file_of_an_earlier_run_is_resumed(server: Server, tmp_path: Path) -> None:
     (tmp_path / "model.bin.part").write_bytes(PAYLOAD[:DROP_AT])
-    path = fetch(make_entry([server.url()], sha256=SHA), tmp_path)
+    path = fetch(make_entry([server.url()], sha256=SHA), tmp_path).path
     assert server.state.requests == [("/model.bin", f"bytes={DROP_AT}-")]
     assert path.read_bytes() == PAYLOAD
 
 
 def test_complete_partial_file_is_finished_without_a_body(server: Server, tmp_path: Path) -> None:
     (tmp_path / "model.bin.part").write_bytes(PAYLOAD)
-    path = fetch(make_entry([server.url()], sha256=SHA), tmp_path)
+    path = fetch(make_entry([server.url()], sha256=SHA), tmp_path).path
     assert server.state.requests == [("/model.bin", f"bytes={len(PAYLOAD)}-")]  # answered 416
     assert path.read_bytes() == PAYLOAD
 
@@ -217,7 +241,7 @@ def test_server_ignoring_range_restarts_cleanly(
     server.state.drops = 1
     server.state.ignore_range = True
     with caplog.at_level(logging.INFO, logger="masn.weights.download"):
-        path = fetch(make_entry([server.url()], sha256=SHA), tmp_path)
+        path = fetch(make_entry([server.url()], sha256=SHA), tmp_path).path
     assert server.state.requests[1] == ("/model.bin", f"bytes={DROP_AT}-")
     assert path.read_bytes() == PAYLOAD
     assert "ignores Range" in caplog.text
@@ -234,10 +258,10 @@ def test_transfers_that_never_get_further_are_given_up(server: Server, tmp_path:
 
 def test_lock_file_pins_first_download_and_catches_changes(server: Server, tmp_path: Path) -> None:
     entry = make_entry([server.url()])
-    path = fetch(entry, tmp_path)
+    path = fetch(entry, tmp_path).path
     record = json.loads((tmp_path / LOCK_NAME).read_text())["files"]["test-model"]
     assert (record["sha256"], record["size"], record["source"]) == (SHA, len(PAYLOAD), server.url())
-    assert fetch(entry, tmp_path) == path  # later use: verified against the record
+    assert fetch(entry, tmp_path).path == path  # later use: verified against the record
     assert len(server.state.requests) == 1
     with open(path, "r+b") as stream:  # the cached file gets truncated
         stream.truncate(1000)
@@ -263,7 +287,7 @@ def test_changed_published_file_is_refused_against_the_lock(server: Server, tmp_
 def test_manual_file_with_published_sha256_needs_no_network(tmp_path: Path) -> None:
     (tmp_path / "model.bin").write_bytes(PAYLOAD)
     entry = make_entry(["http://127.0.0.1:9/unreachable"], sha256=SHA)
-    assert fetch(entry, tmp_path) == tmp_path / "model.bin"
+    assert fetch(entry, tmp_path).path == tmp_path / "model.bin"
     assert verify(entry, tmp_path / "model.bin").basis == "sha256"
 
 
@@ -301,7 +325,7 @@ def test_server_errors_are_retried_then_the_next_url_is_used(
 ) -> None:
     server.state.status["/flaky.bin"] = 503
     entry = make_entry([server.url("/flaky.bin"), server.url()], sha256=SHA)
-    assert fetch(entry, tmp_path).read_bytes() == PAYLOAD
+    assert fetch(entry, tmp_path).path.read_bytes() == PAYLOAD
     paths = [path for path, _ in server.state.requests]
     assert paths == ["/flaky.bin"] * (download.RETRIES + 1) + ["/model.bin"]
 
@@ -318,14 +342,15 @@ def test_force_replaces_a_corrupt_file(server: Server, tmp_path: Path) -> None:
     entry = make_entry([server.url()], sha256=SHA)
     with pytest.raises(VerificationError):
         fetch(entry, tmp_path)
-    assert fetch(entry, tmp_path, force=True).read_bytes() == PAYLOAD
+    assert fetch(entry, tmp_path, force=True).path.read_bytes() == PAYLOAD
 
 
 def test_concurrent_fetches_download_once(server: Server, tmp_path: Path) -> None:
     entry = make_entry([server.url()])
     results: list[Path] = []
     threads = [
-        threading.Thread(target=lambda: results.append(fetch(entry, tmp_path))) for _ in range(2)
+        threading.Thread(target=lambda: results.append(fetch(entry, tmp_path).path))
+        for _ in range(2)
     ]
     for thread in threads:
         thread.start()
@@ -333,6 +358,186 @@ def test_concurrent_fetches_download_once(server: Server, tmp_path: Path) -> Non
         thread.join()
     assert results == [tmp_path / "model.bin"] * 2
     assert len(server.state.requests) == 1
+
+
+# ---------------------------------------------------------------- validation before pinning
+
+
+def legacy_record(folder: Path, entry: WeightEntry, data: bytes) -> None:
+    """A lock record as masn wrote it before validation existed (no "validated" mark)."""
+    record = {
+        "filename": entry.filename,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "size": len(data),
+        "source": "found in the cache",
+        "recorded": "2024-01-01T00:00:00+00:00",
+    }
+    (folder / LOCK_NAME).write_text(json.dumps({"version": 1, "files": {entry.name: record}}))
+
+
+def test_hand_placed_file_is_pinned_only_once_it_validates(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    entry = make_entry(["http://127.0.0.1:9/unreachable"])
+    path = tmp_path / "model.bin"
+    path.write_bytes(random.Random(1).randbytes(100_000))
+    with pytest.raises(VerificationError) as error:
+        fetch(entry, tmp_path)
+    message = str(error.value)
+    assert str(path) in message and "not a word followed by numbers" in message
+    assert "masn weights fetch test-model" in message and "\n" not in message
+    assert not (tmp_path / LOCK_NAME).exists()  # never pinned
+    [status] = list_weights(tmp_path, [entry])
+    assert status.state.startswith(f"{CORRUPT}: ") and "not a word followed" in status.state
+    path.write_bytes(PAYLOAD)  # the real file replaces it
+    assert fetch(entry, tmp_path).basis == "recorded"
+    record = read_lock(tmp_path)["test-model"]
+    assert record["sha256"] == SHA and record["source"] == "found in the cache"
+    assert record["validated"]["format"] == "glove_text"
+    assert record["validated"]["version"] == VALIDATION_VERSION
+    assert list_weights(tmp_path, [entry])[0].state == VERIFIED
+
+
+def test_download_that_fails_validation_is_deleted_and_not_pinned(
+    server: Server, tmp_path: Path
+) -> None:
+    server.state.files["/model.bin"] = b"<?xml version='1.0'?><Error>AccessDenied</Error>\n"
+    with pytest.raises(WeightsError) as error:
+        fetch(make_entry([server.url()]), tmp_path)
+    message = str(error.value)
+    assert "failed verification" in message and server.url() in message
+    assert "not a word followed by numbers" in message and "was deleted" in message
+    assert visible(tmp_path) == []  # no file, no part, no lock record
+
+
+def test_mixed_glove_dimensions_fail_fetch_and_list(tmp_path: Path) -> None:
+    entry = make_entry(["http://127.0.0.1:9/unreachable"])
+    (tmp_path / "model.bin").write_bytes(PAYLOAD + b"short 0.1 0.2\n")
+    with pytest.raises(VerificationError, match="does not hold 8 numbers as line 1"):
+        fetch(entry, tmp_path)
+    assert not (tmp_path / LOCK_NAME).exists()
+    assert "mixed dimensions" in list_weights(tmp_path, [entry])[0].state
+
+
+def test_old_record_of_a_file_that_fails_validation_stops_saying_verified(
+    tmp_path: Path,
+) -> None:
+    entry = make_entry(["http://127.0.0.1:9/unreachable"])
+    bad = random.Random(2).randbytes(100_000)
+    (tmp_path / "model.bin").write_bytes(bad)
+    legacy_record(tmp_path, entry, bad)  # an older masn pinned it without reading it
+    [status] = list_weights(tmp_path, [entry])
+    assert status.state.startswith(f"{CORRUPT}: ") and "not a word followed" in status.state
+    assert "validated" not in read_lock(tmp_path)["test-model"]  # listing writes nothing
+    with pytest.raises(VerificationError, match="not a word followed by numbers"):
+        fetch(entry, tmp_path)
+    assert read_lock(tmp_path) == {}  # fetch dropped the record of the bad file
+    (tmp_path / "model.bin").write_bytes(PAYLOAD)
+    assert fetch(entry, tmp_path).basis == "recorded"
+    assert read_lock(tmp_path)["test-model"]["sha256"] == SHA
+    assert list_weights(tmp_path, [entry])[0].state == VERIFIED
+
+
+def test_old_record_that_differs_from_a_valid_file_is_replaced(tmp_path: Path) -> None:
+    """The user hit the old bug: garbage pinned, then the real file placed over it."""
+    entry = make_entry(["http://127.0.0.1:9/unreachable"])
+    legacy_record(tmp_path, entry, random.Random(2).randbytes(100_000))
+    (tmp_path / "model.bin").write_bytes(PAYLOAD)
+    assert list_weights(tmp_path, [entry])[0].state == UNVERIFIED
+    fetch(entry, tmp_path)
+    record = read_lock(tmp_path)["test-model"]
+    assert record["sha256"] == SHA and "validated" in record
+    assert list_weights(tmp_path, [entry])[0].state == VERIFIED
+
+
+def test_old_record_of_a_good_file_is_validated_then_marked(tmp_path: Path) -> None:
+    entry = make_entry(["http://127.0.0.1:9/unreachable"])
+    (tmp_path / "model.bin").write_bytes(PAYLOAD)
+    legacy_record(tmp_path, entry, PAYLOAD)
+    assert list_weights(tmp_path, [entry])[0].state == VERIFIED  # validated on the spot
+    assert fetch(entry, tmp_path).basis == "lock file"
+    record = read_lock(tmp_path)["test-model"]
+    assert record["recorded"] == "2024-01-01T00:00:00+00:00"  # the first record is kept
+    assert record["validated"]["format"] == "glove_text"
+
+
+def test_a_validated_record_spares_validation_never_the_checksum(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    entry = make_entry([server.url()])
+    fetch(entry, tmp_path)
+    hashed: list[Path] = []
+
+    def counting_sha256(path: Path) -> str:
+        hashed.append(path)
+        return file_sha256(path)
+
+    def refuse(path: Path) -> None:
+        raise AssertionError(f"validated {path} again")
+
+    monkeypatch.setattr(download, "file_sha256", counting_sha256)
+    monkeypatch.setitem(VALIDATORS, "glove_text", refuse)
+    assert list_weights(tmp_path, [entry])[0].state == VERIFIED
+    assert fetch(entry, tmp_path).vouched
+    assert hashed == [tmp_path / "model.bin"] * 2  # once per command
+    monkeypatch.setattr(download, "VALIDATION_VERSION", VALIDATION_VERSION + 1)
+    with pytest.raises(AssertionError, match="validated"):  # a newer validation reads it again
+        list_weights(tmp_path, [entry])
+
+
+def test_fetch_hashes_once_and_validates_once(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hashed: list[Path] = []
+    validated: list[Path] = []
+    real_validator = VALIDATORS["glove_text"]
+
+    def counting_sha256(path: Path) -> str:
+        hashed.append(path)
+        return file_sha256(path)
+
+    def counting_validator(path: Path) -> object:
+        validated.append(path)
+        return real_validator(path)
+
+    monkeypatch.setattr(download, "file_sha256", counting_sha256)
+    monkeypatch.setitem(VALIDATORS, "glove_text", counting_validator)
+    result = fetch(make_entry([server.url()]), tmp_path)
+    assert hashed == validated == [tmp_path / "model.bin.part"]
+    assert (result.path, result.sha256, result.basis) == (tmp_path / "model.bin", SHA, "recorded")
+    assert (result.content.dim, result.content.vectors) == (8, PAYLOAD.count(b"\n"))
+
+
+def test_empty_glove_zip_fails_fetch_and_list(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    entry = get("glove-42b-300d")
+    path = tmp_path / entry.filename
+    no_members = tmp_path / "no-members.zip"
+    zipfile.ZipFile(no_members, "w").close()
+    for data, reason in (
+        (b"", "is not a zip archive (0 bytes)"),
+        (no_members.read_bytes(), "holds nothing: expected exactly one GloVe .txt file"),
+    ):
+        path.write_bytes(data)
+        caplog.clear()
+        assert commands.fetch_command([entry.name], tmp_path, force=False) == 1
+        assert reason in caplog.text and str(path) in caplog.text
+        assert not (tmp_path / LOCK_NAME).exists()
+        assert commands.list_command(tmp_path) == 1
+        output = capsys.readouterr().out
+        assert re.search(rf"^{entry.name} .* corrupt: .*{re.escape(reason)}", output, re.M)
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("glove.42B.300d.txt", PAYLOAD[:10_000].rsplit(b"\n", 1)[0] + b"\n")
+    assert commands.fetch_command([entry.name], tmp_path, force=False) == 0
+    assert read_lock(tmp_path)[entry.name]["validated"]["format"] == "glove_zip"
+    assert commands.list_command(tmp_path) == 0
+    output = capsys.readouterr().out
+    assert re.search(rf"^{entry.name} .* verified$", output, re.M)
+
+
+def test_every_format_has_a_validator() -> None:
+    assert set(VALIDATORS) == FORMATS
 
 
 def test_list_weights_states(tmp_path: Path) -> None:
@@ -357,7 +562,40 @@ def test_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("MASN_WEIGHTS_DIR", str(tmp_path))
     assert cache_dir() == tmp_path
     monkeypatch.delenv("MASN_WEIGHTS_DIR")
-    assert cache_dir() == Path(download.__file__).resolve().parent / "cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == tmp_path / "xdg" / "masn"
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")  # the XDG spec: absolute only
+    assert cache_dir() == tmp_path / "home" / ".cache" / "masn"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert cache_dir() == tmp_path / "home" / ".cache" / "masn"
+    package = Path(masn.__file__).resolve().parent
+    assert package not in cache_dir().resolve().parents  # never inside the installed package
+
+
+def test_cache_that_is_a_file_or_cannot_be_created_is_a_user_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    file = tmp_path / "weights"
+    file.write_text("not a folder")
+    monkeypatch.setenv("MASN_WEIGHTS_DIR", str(file))
+    for call in (
+        cache_dir,
+        lambda: commands.list_command(None),
+        lambda: commands.fetch_command(None, None, force=False),
+    ):
+        with pytest.raises(UserError, match=r"weights cache .*weights is a file, not a folder"):
+            call()
+    assert main(["weights", "list"]) == 2  # the CLI prints the one line, no traceback
+    monkeypatch.delenv("MASN_WEIGHTS_DIR")
+    with pytest.raises(UserError, match="is a file") as error:
+        commands.fetch_command(["glove-42b-300d"], file, force=False)  # --cache FILE
+    with pytest.raises(UserError, match="is a file"):
+        commands.list_command(file)
+    with pytest.raises(UserError, match=r"cannot create the weights cache .*--cache"):
+        commands.fetch_command(["glove-42b-300d"], file / "sub", force=False)
+    assert "\n" not in str(error.value)
+    assert file.read_text() == "not a folder"
 
 
 def test_manifest_is_sane() -> None:

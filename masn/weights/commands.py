@@ -6,7 +6,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from masn.weights.download import LOCK_NAME, WeightsError, cache_dir, fetch
+from masn.weights.download import LOCK_NAME, WeightsError, cache_folder, fetch
 from masn.weights.installed import ROLE_FILES, install
 from masn.weights.manifest import default_entries, get
 from masn.weights.source_tensors import ConversionError
@@ -17,19 +17,19 @@ log = logging.getLogger(__name__)
 
 def fetch_command(names: Sequence[str] | None, cache: Path | None, force: bool) -> int:
     """Downloads, verifies and (for the extractor's networks) converts ``names`` (the default
-    set if none): 0 ok, 1 failures, 2 usage."""
+    set if none): 0 ok, 1 failures, 2 usage. Raises InvalidInput for an unusable cache folder."""
     try:
         entries = [get(name) for name in names] if names else list(default_entries())
     except KeyError as exc:
         log.error("%s", exc.args[0])
         return 2
-    folder = Path(cache) if cache is not None else cache_dir()
+    folder = cache_folder(cache, writable=True)
     failed = []
     for entry in entries:
         try:
-            path = fetch(entry, cache, force=force)
+            verified = fetch(entry, folder, force=force)
             if entry.role in ROLE_FILES:
-                install(entry, path, folder)
+                install(entry, verified, folder)
         except (WeightsError, ConversionError) as exc:
             log.error("%s", exc)
             failed.append(entry.name)
@@ -41,8 +41,9 @@ def fetch_command(names: Sequence[str] | None, cache: Path | None, force: bool) 
 
 
 def list_command(cache: Path | None) -> int:
-    """Prints every manifest entry with its state in the cache: 0 ok, 1 if any is corrupt."""
-    folder = Path(cache) if cache is not None else cache_dir()
+    """Prints every manifest entry with its state in the cache: 0 ok, 1 if any is corrupt.
+    Writes nothing; raises InvalidInput when the cache folder is a file."""
+    folder = cache_folder(cache)
     try:
         statuses = list_weights(folder)
     except WeightsError as exc:

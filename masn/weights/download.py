@@ -2,16 +2,29 @@
 
 A file is downloaded into ``<cache>/<filename>.part`` (HTTP Range requests resume it after a
 dropped connection or an interrupted run), verified, and only then renamed to its final name,
-so a file under its final name is always complete. Verification uses what the publisher gives:
-exact size, sha256 or torchvision's sha256 prefix. Files without a published sha256 are pinned
-on first use in ``<cache>/weights.lock.json`` (trust on first use) and checked against that
-record on every later use. Files placed in the cache by hand go through the same checks.
-Processes sharing a cache (e.g. torchrun ranks) take turns through an advisory lock.
+so a file under its final name is always complete. Verification has two steps: checksums (exact
+size, the publisher's sha256 or torchvision's sha256 prefix, and the lock file) and validation
+(:mod:`masn.weights.validate`: the file reads as its format, keys and shapes included). Files
+placed in the cache by hand go through the same checks.
+
+The lock file ``<cache>/weights.lock.json`` pins files without a published sha256 (trust on
+first use): a file is recorded there only after it passed both steps, with a ``validated`` mark
+(format and :data:`masn.weights.validate.VALIDATION_VERSION`), and is checked against that
+record on every later use; a file that fails is never recorded. A record with a current mark
+vouches for its exact sha256: that file is still hashed on every use, but not validated again.
+Records written by older versions carry no mark and were never validated: their file is
+validated (a failure makes fetch drop the record), and a file that differs from such a record is
+judged by validation alone, then re-pinned by fetch. `masn weights list` runs the same checks and
+writes nothing.
+
+Processes sharing a cache (e.g. torchrun ranks) take turns through an advisory
+lock.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import http.client
@@ -21,7 +34,6 @@ import os
 import re
 import socket
 import ssl
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -33,8 +45,9 @@ from typing import Any
 
 from tqdm import tqdm
 
-from masn.errors import UserError
+from masn.errors import InvalidInput, UserError
 from masn.weights.manifest import WeightEntry
+from masn.weights.validate import VALIDATION_VERSION, InvalidFormat, validate
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +60,6 @@ TIMEOUT_S = 60.0  # socket timeout of one connection (connect and each read)
 _CHUNK = 1 << 20
 _TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 _CONTENT_RANGE = re.compile(r"bytes (?:(\d+)-\d+|\*)/(\d+|\*)")
-_local = threading.local()
 
 
 class WeightsError(UserError, RuntimeError):
@@ -55,24 +67,42 @@ class WeightsError(UserError, RuntimeError):
 
 
 class VerificationError(WeightsError):
-    """A file failed a size or checksum check; ``detail`` is the short reason."""
+    """A file failed a size, checksum or validation check; ``detail`` is the short reason."""
 
     def __init__(self, message: str, detail: str) -> None:
         super().__init__(message)
         self.detail = detail
 
 
+class ValidationError(VerificationError):
+    """A file's checksums passed (or none applied) but it does not read as its format."""
+
+    def __init__(self, message: str, detail: str, sha256: str) -> None:
+        super().__init__(message, detail)
+        self.sha256 = sha256
+
+
 @dataclass(frozen=True)
 class Verification:
-    """What a check found: the file's sha256 and size and what they were checked against.
+    """What the checks of one file found.
 
-    ``basis`` is "sha256", "sha256 prefix" (published), "lock file" (recorded earlier),
-    "recorded" (first use: recorded now) or "unverified" (nothing to check against yet).
+    ``basis``: what the checksum was checked against: "sha256" or "sha256 prefix" (published),
+    "lock file" (recorded earlier), "recorded" (recorded by this fetch) or "unverified"
+    (nothing yet). ``content``: what validation read (our state dict for a network, a
+    :class:`masn.weights.glove.GloveFile` for GloVe); None exactly when the lock file vouched
+    for this file, which was then not read again.
     """
 
+    path: Path
     sha256: str
     size: int
     basis: str
+    content: Any = dataclasses.field(default=None, repr=False, compare=False)
+
+    @property
+    def vouched(self) -> bool:
+        """The lock file records that this exact file passed validation."""
+        return self.content is None
 
 
 class _Mismatch(Exception):
@@ -88,11 +118,49 @@ class _Interrupted(Exception):
 
 
 def cache_dir() -> Path:
-    """The weights cache: ``$MASN_WEIGHTS_DIR``, else ``cache/`` beside this package."""
+    """The weights cache: ``$MASN_WEIGHTS_DIR``, else ``$XDG_CACHE_HOME/masn``, else
+    ``~/.cache/masn``: a user folder, never inside the installed package (which a reinstall
+    replaces and which may be read-only). Raises InvalidInput if that path is a file."""
     configured = os.environ.get(ENV_VAR)
     if configured:
-        return Path(configured).expanduser()
-    return Path(__file__).resolve().parent / "cache"
+        folder = Path(configured).expanduser()
+    else:
+        xdg = os.environ.get("XDG_CACHE_HOME", "")
+        base = Path(xdg) if Path(xdg).is_absolute() else Path.home() / ".cache"  # XDG: absolute
+        folder = base / "masn"
+    return _not_a_file(folder)
+
+
+def cache_folder(cache: Path | None = None, *, writable: bool = False) -> Path:
+    """The cache folder to use: ``cache`` (a --cache option) or :func:`cache_dir`.
+
+    ``writable``: created if absent and checked writable (fetch); listing leaves it as it is.
+    Raises InvalidInput, one line saying what to change, when the folder cannot serve.
+    """
+    folder = _not_a_file(Path(cache).expanduser()) if cache is not None else cache_dir()
+    if writable:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise InvalidInput(
+                f"cannot create the weights cache {folder} ({error.strerror or error}): choose "
+                f"another folder with --cache or {ENV_VAR}"
+            ) from None
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise InvalidInput(
+                f"cannot write to the weights cache {folder}: fix its permissions or choose "
+                f"another folder with --cache or {ENV_VAR}"
+            )
+    return folder
+
+
+def _not_a_file(folder: Path) -> Path:
+    if folder.exists() and not folder.is_dir():
+        raise InvalidInput(
+            f"the weights cache {folder} is a file, not a folder: point --cache or {ENV_VAR} "
+            "at a folder (it is created if absent)"
+        )
+    return folder
 
 
 def file_sha256(path: Path) -> str:
@@ -105,57 +173,73 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def verify(entry: WeightEntry, path: Path, *, record: bool = True) -> Verification:
-    """Checks ``path`` against ``entry``: size, published sha256 or prefix, the lock file.
+def verify(entry: WeightEntry, path: Path) -> Verification:
+    """Checks ``path`` against ``entry``, writing nothing: size, published sha256 or prefix,
+    the lock file beside ``path``, then validation unless the lock vouches for the file.
 
-    Without a published sha256 the lock file beside ``path`` decides; with no record there
-    yet, ``record=True`` records this file (trust on first use) and ``record=False`` leaves
-    it "unverified". Raises :class:`VerificationError` naming the file and the mismatch.
+    The file is hashed once. Raises :class:`VerificationError` naming the file and the
+    mismatch (:class:`ValidationError` when validation failed).
     """
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path} does not exist; run `masn weights fetch {entry.name}`")
+    advice = (
+        f"Delete it and run `masn weights fetch {entry.name}`, or download it by hand from "
+        f"{entry.urls[0]}."
+    )
     try:
-        return _check(entry, path, source="found in the cache" if record else None)
+        digest, size, basis, vouched = _checksums(entry, path)
     except _Mismatch as exc:
         raise VerificationError(
-            f"{path} is not the expected {entry.name}: {exc}. Delete it and run "
-            f"`masn weights fetch {entry.name}`, or download it by hand from {entry.urls[0]}.",
-            str(exc),
+            f"{path} is not the expected {entry.name}: {exc}. {advice}", str(exc)
         ) from None
+    if vouched:
+        return Verification(path, digest, size, basis)
+    try:
+        content = validate(entry, path)
+    except InvalidFormat as exc:
+        reason = str(exc).rstrip(".")
+        raise ValidationError(
+            f"{path} is not a usable {entry.name} ({entry.format}): {reason}. It was not "
+            f"recorded as verified. {advice}",
+            reason,
+            digest,
+        ) from None
+    return Verification(path, digest, size, basis, content)
 
 
-def fetch(entry: WeightEntry, cache: Path | None = None, force: bool = False) -> Path:
+def fetch(entry: WeightEntry, cache: Path | None = None, force: bool = False) -> Verification:
     """The verified local copy of ``entry``, downloaded first if absent (or if ``force``).
 
     A file already in the cache (downloaded earlier or placed by hand) is verified, never
-    overwritten unless ``force``. Raises :class:`WeightsError` when no URL delivers the file
-    or the download fails verification (the download is then deleted).
+    overwritten unless ``force``. A file without a published sha256 is recorded in the lock
+    file once it passed verification. Raises :class:`WeightsError` when no URL delivers the
+    file or the file fails verification (a failed download is deleted).
     """
-    folder = Path(cache) if cache is not None else cache_dir()
+    folder = cache_folder(cache, writable=True)
     final = folder / entry.filename
     part = folder / f"{entry.filename}.part"
     with _cache_lock(folder):
         if final.exists() and not force:
-            result = verify(entry, final)
+            result = _verify_and_pin(entry, final, "found in the cache")
             log.info("%s: %s present, verified (%s)", entry.name, final, result.basis)
-            return final
+            return result
         if force:
             part.unlink(missing_ok=True)
         url = _download_any(entry, part, final)
         try:
-            result = _check(entry, part, source=url)
-        except _Mismatch as exc:
+            result = _verify_and_pin(entry, part, url)
+        except VerificationError as exc:
             part.unlink(missing_ok=True)
             raise WeightsError(
-                f"{entry.filename} downloaded from {url} failed verification: {exc}. "
+                f"{entry.filename} downloaded from {url} failed verification: {exc.detail}. "
                 f"The download was deleted; nothing was written to {final}. Retry with "
                 f"`masn weights fetch {entry.name}`; if it fails again the published file has "
                 "changed or the server sends something else: check the URL in a browser."
             ) from None
         os.replace(part, final)
         log.info("%s: saved %s (%s, sha256 %s)", entry.name, final, result.basis, result.sha256)
-        return final
+        return dataclasses.replace(result, path=final)
 
 
 def read_lock(folder: Path) -> dict[str, dict[str, Any]]:
@@ -175,8 +259,9 @@ def read_lock(folder: Path) -> dict[str, dict[str, Any]]:
     return data["files"]
 
 
-def _check(entry: WeightEntry, path: Path, source: str | None) -> Verification:
-    """Verifies ``path``; records it in the lock file (as coming from ``source``) if needed."""
+def _checksums(entry: WeightEntry, path: Path) -> tuple[str, int, str, bool]:
+    """(sha256, size, basis, whether the lock vouches for the file): size, published checksums
+    and the lock record; raises _Mismatch."""
     size = path.stat().st_size
     if entry.size is not None and size != entry.size:
         raise _Mismatch(f"size is {size} bytes, expected {entry.size} (truncated or another file)")
@@ -184,41 +269,87 @@ def _check(entry: WeightEntry, path: Path, source: str | None) -> Verification:
     if entry.sha256 is not None:
         if digest != entry.sha256:
             raise _Mismatch(f"sha256 is {digest}, expected {entry.sha256}")
-        return Verification(digest, size, "sha256")
+        return digest, size, "sha256", False
     basis = "unverified"
     if entry.sha256_prefix is not None:
         if not digest.startswith(entry.sha256_prefix):
             raise _Mismatch(f"sha256 is {digest}, expected one starting with {entry.sha256_prefix}")
         basis = "sha256 prefix"
     folder = path.parent
-    with _cache_lock(folder) if source is not None else contextlib.nullcontext():
-        recorded = read_lock(folder).get(entry.name)
-        if recorded is not None:
-            if (recorded.get("sha256"), recorded.get("size")) != (digest, size):
-                raise _Mismatch(
-                    f"sha256 {digest} ({size} bytes) differs from {recorded.get('sha256')} "
-                    f"({recorded.get('size')} bytes) recorded in {folder / LOCK_NAME} on "
-                    f"{recorded.get('recorded')} (from {recorded.get('source')}); if the "
-                    f"publisher changed the file on purpose, delete the '{entry.name}' record "
-                    "there to accept the new one"
-                )
-            return Verification(digest, size, "lock file" if basis == "unverified" else basis)
-        if source is None:
-            return Verification(digest, size, basis)
-        _record(folder, entry, digest, size, source)
-    return Verification(digest, size, "recorded" if basis == "unverified" else basis)
+    recorded = read_lock(folder).get(entry.name)
+    if recorded is None:
+        return digest, size, basis, False
+    if (recorded.get("sha256"), recorded.get("size")) == (digest, size):
+        vouched = _vouches(recorded, entry)
+        return digest, size, "lock file" if basis == "unverified" else basis, vouched
+    if "validated" in recorded:
+        raise _Mismatch(
+            f"sha256 {digest} ({size} bytes) differs from {recorded.get('sha256')} "
+            f"({recorded.get('size')} bytes) recorded in {folder / LOCK_NAME} on "
+            f"{recorded.get('recorded')} (from {recorded.get('source')}); if the "
+            f"publisher changed the file on purpose, delete the '{entry.name}' record "
+            "there to accept the new one"
+        )
+    log.warning(
+        "%s: %s differs from the record in %s, which an older masn wrote without validating "
+        "its file; the record is not trusted and the file is judged by validation",
+        entry.name,
+        path.name,
+        LOCK_NAME,
+    )
+    return digest, size, basis, False
 
 
-def _record(folder: Path, entry: WeightEntry, digest: str, size: int, source: str) -> None:
-    """Adds the first-use record of ``entry`` to the lock file (atomic rewrite)."""
+def _vouches(record: dict[str, Any], entry: WeightEntry) -> bool:
+    """Whether a lock record's file passed the current validation of ``entry``'s format."""
+    marked = record.get("validated")
+    return isinstance(marked, dict) and (marked.get("format"), marked.get("version")) == (
+        entry.format,
+        VALIDATION_VERSION,
+    )
+
+
+def _verify_and_pin(entry: WeightEntry, path: Path, source: str) -> Verification:
+    """:func:`verify`, then (no published sha256) the lock record of the verified file: new,
+    or marked validated; a record of this very file that fails validation is dropped."""
+    folder = path.parent
+    try:
+        result = verify(entry, path)
+    except ValidationError as exc:
+        files = read_lock(folder)
+        if files.get(entry.name, {}).get("sha256") == exc.sha256:
+            del files[entry.name]
+            _write_lock(folder, files)
+            log.warning(
+                "%s: removed its record from %s: its file fails validation", entry.name, LOCK_NAME
+            )
+        raise
+    if entry.sha256 is not None or result.vouched:
+        return result
     files = read_lock(folder)
-    files[entry.name] = {
+    recorded = files.get(entry.name)
+    same = recorded is not None and recorded.get("sha256") == result.sha256
+    record = {
         "filename": entry.filename,
-        "sha256": digest,
-        "size": size,
-        "source": source,
-        "recorded": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "sha256": result.sha256,
+        "size": result.size,
+        "source": recorded.get("source") if same else source,
+        "recorded": recorded.get("recorded") if same else _now(),
+        "validated": {"format": entry.format, "version": VALIDATION_VERSION, "on": _now()},
     }
+    files[entry.name] = record
+    _write_lock(folder, files)
+    log.info("%s: recorded sha256 %s as validated in %s", entry.name, result.sha256, LOCK_NAME)
+    basis = "recorded" if result.basis == "unverified" else result.basis
+    return dataclasses.replace(result, basis=basis)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _write_lock(folder: Path, files: dict[str, dict[str, Any]]) -> None:
+    """Rewrites the lock file with ``files`` (atomically); the caller holds the cache lock."""
     text = json.dumps({"version": 1, "files": dict(sorted(files.items()))}, indent=2) + "\n"
     temporary = folder / f".{LOCK_NAME}.{os.getpid()}.tmp"
     with open(temporary, "w", encoding="utf-8") as stream:
@@ -226,33 +357,18 @@ def _record(folder: Path, entry: WeightEntry, digest: str, size: int, source: st
         stream.flush()
         os.fsync(stream.fileno())
     os.replace(temporary, folder / LOCK_NAME)
-    log.info("%s: no published checksum; recorded sha256 %s in %s", entry.name, digest, LOCK_NAME)
 
 
 @contextlib.contextmanager
 def _cache_lock(folder: Path) -> Iterator[None]:
-    """Exclusive use of ``folder`` across processes (flock on ``.lock``); re-entrant per thread."""
-    held: dict[Path, int] = _local.__dict__.setdefault("held", {})
-    key = folder.resolve()
-    if key in held:
-        held[key] += 1
-        try:
-            yield
-        finally:
-            held[key] -= 1
-        return
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(key / ".lock", "a") as handle:
+    """Exclusive use of ``folder`` across processes and threads (flock on ``.lock``)."""
+    with open(folder / ".lock", "a") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             log.info("waiting for another process using %s", folder)
             fcntl.flock(handle, fcntl.LOCK_EX)
-        held[key] = 1
-        try:
-            yield
-        finally:
-            del held[key]
+        yield
 
 
 def _download_any(entry: WeightEntry, part: Path, final: Path) -> str:
@@ -272,7 +388,8 @@ def _download_any(entry: WeightEntry, part: Path, final: Path) -> str:
     raise WeightsError(
         f"could not download {entry.name} ({entry.filename}):\n{tried}\n"
         f"Download it by hand (from a URL above or {entry.page}), save it as {final}, then "
-        "run `masn weights list` to verify it."
+        f"run `masn weights fetch {entry.name}` to verify and install it (`masn weights list` "
+        "shows its state)."
     )
 
 

@@ -1,14 +1,16 @@
 """Converted weights, ready for the extractor: one state dict per network role in the cache.
 
-``masn weights fetch`` converts each downloaded detector, I3D and ResNet-152 file into
+``masn weights fetch`` converts each verified detector, I3D and ResNet-152 file into
 ``<cache>/<role>.pt`` (a plain state dict of our module, loaded with ``weights_only=True``) next
 to ``<role>.json``, which records the published file it came from and that file's sha256: the
 provenance every feature store keeps. The last file fetched for a role is the one installed.
+The conversion is the one validation already made when it read the file (see
+:mod:`masn.weights.validate`), and the sha256 the one verification computed: a file is read and
+hashed once per fetch.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -19,6 +21,7 @@ import torch
 
 from masn.errors import MissingInput
 from masn.weights.convert import convert
+from masn.weights.download import Verification
 from masn.weights.manifest import WeightEntry
 from masn.weights.source_tensors import StateDict
 
@@ -44,14 +47,6 @@ class Installed:
         return f"{self.source} ({self.filename}, sha256 {self.sha256})"
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _atomic_write(path: Path, write) -> None:
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -61,17 +56,18 @@ def _atomic_write(path: Path, write) -> None:
         temporary.unlink(missing_ok=True)
 
 
-def install(entry: WeightEntry, source: Path, folder: Path) -> Installed:
-    """Converts the verified ``source`` file of ``entry`` into ``folder/<role>.pt``."""
+def install(entry: WeightEntry, verified: Verification, folder: Path) -> Installed:
+    """Writes the converted weights of ``entry``'s verified file into ``folder/<role>.pt``:
+    the state dict validation read, or (when the lock vouched for the file) a fresh conversion."""
     if entry.role not in ROLE_FILES:
         raise ValueError(f"{entry.name} ({entry.role}) is not a network of the extractor")
-    state = convert(entry.format, source)
+    state = convert(entry.format, verified.path) if verified.vouched else verified.content
     record = Installed(
         role=entry.role,
         source=entry.name,
         filename=entry.filename,
         format=entry.format,
-        sha256=sha256_of(source),
+        sha256=verified.sha256,
         layout=I3D_LAYOUTS.get(entry.format),
     )
     _atomic_write(folder / ROLE_FILES[entry.role], lambda path: torch.save(state, path))

@@ -1,7 +1,11 @@
 """What the weights cache holds: each manifest entry missing, present, verified or corrupt.
 
-Listing never downloads and never writes: a file without a published checksum and without a
-lock-file record stays "present (unverified)" until `masn weights fetch` records it.
+Listing runs the checks of `masn weights fetch` (:func:`masn.weights.download.verify`: checksums,
+then validation of the format) but never downloads and never writes. It hashes every present
+file; it validates a file unless the lock file records that this exact sha256 passed the current
+validation (so a listing after fetch costs one read of each file). A file that fails either check
+is "corrupt: <reason>"; one that passes without a published checksum or a lock record stays
+"present (unverified)" until `masn weights fetch` records it.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from masn.weights.download import VerificationError, cache_dir, verify
+from masn.weights.download import VerificationError, cache_folder, verify
 from masn.weights.manifest import WeightEntry, load_manifest
 
 MISSING = "missing"
@@ -29,15 +33,15 @@ class WeightStatus(NamedTuple):
 
 
 def weight_status(entry: WeightEntry, cache: Path | None = None) -> WeightStatus:
-    """The state of one entry (hashes the file if present)."""
-    folder = Path(cache) if cache is not None else cache_dir()
+    """The state of one entry (hashes the file if present, validates it unless vouched for)."""
+    folder = cache_folder(cache)
     path = folder / entry.filename
     part = folder / f"{entry.filename}.part"
     partial = part.stat().st_size if part.is_file() else 0
     if not path.is_file():
         return WeightStatus(entry, MISSING, path, partial)
     try:
-        result = verify(entry, path, record=False)
+        result = verify(entry, path)
     except VerificationError as exc:
         return WeightStatus(entry, f"{CORRUPT}: {exc.detail}", path, partial)
     state = UNVERIFIED if result.basis == "unverified" else VERIFIED
