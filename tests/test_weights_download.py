@@ -13,7 +13,9 @@ import json
 import logging
 import random
 import re
+import socket
 import threading
+import time
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -68,6 +70,7 @@ class ServerState:
     drops: int = 0  # how many of the next responses are dropped
     ignore_range: bool = False
     content_type: str = "application/octet-stream"
+    delay: float = 0.0  # seconds before each answer
     requests: list[tuple[str, str | None]] = field(default_factory=list)  # (path, Range)
 
 
@@ -78,6 +81,7 @@ class Handler(BaseHTTPRequestHandler):
         state: ServerState = self.server.state
         requested_range = self.headers.get("Range")
         state.requests.append((self.path, requested_range))
+        time.sleep(state.delay)
         if self.path in state.status:
             self.send_error(state.status[self.path])
             return
@@ -538,6 +542,93 @@ def test_empty_glove_zip_fails_fetch_and_list(
 
 def test_every_format_has_a_validator() -> None:
     assert set(VALIDATORS) == FORMATS
+
+
+# ---------------------------------------------------------------- bounded network waits
+
+
+def test_worst_case_wait_of_a_silent_network_fits_the_budget() -> None:
+    """Per URL: attempts and backoff waits stop once STALL_S passed without progress, and an
+    attempt waits at most twice (connect, then the answer), each for at most half the budget
+    left, so a URL on a network that never answers costs at most STALL_S."""
+    per_url = download.STALL_S
+    assert download.TIMEOUT_S <= 15 < per_url <= 30  # one full wait, then retries fit
+    urls = sum(len(entry.urls) for entry in default_entries())
+    assert urls * per_url <= 180, f"{urls} URLs x {per_url} s"
+
+
+def test_silent_server_fails_each_url_within_the_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that accepts connections (the kernel does: listen, never accept) and never
+    answers: each URL is given up once STALL_S passed, whatever RETRIES allows."""
+    monkeypatch.setattr(download, "TIMEOUT_S", 0.2)
+    monkeypatch.setattr(download, "STALL_S", 0.6)
+    monkeypatch.setattr(download, "RETRIES", 100)
+    monkeypatch.setattr(download, "BACKOFF_S", 0.05)
+    with socket.create_server(("127.0.0.1", 0), backlog=32) as silent:
+        base = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        urls = [f"{base}/a.bin", f"{base}/b.bin"]
+        started = time.monotonic()
+        with pytest.raises(WeightsError) as error:
+            fetch(make_entry(urls), tmp_path)
+        elapsed = time.monotonic() - started
+    assert 0.6 < elapsed < 2 * 0.6 + 0.5
+    message = str(error.value)
+    for url in urls:
+        assert f"{url}: no answer within" in message
+    assert "nothing received for 0.6 s" in message
+    assert "Download it by hand" in message and str(tmp_path / "model.bin") in message
+    assert visible(tmp_path) == []
+
+
+@pytest.mark.parametrize("cause", ["refused", "tls", "dns"])
+def test_errors_that_cannot_heal_fail_the_url_at_once(
+    cause: str, server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(download, "BACKOFF_S", 30.0)  # a retry would show
+    if cause == "refused":
+        with socket.create_server(("127.0.0.1", 0)) as closed:
+            url = f"http://127.0.0.1:{closed.getsockname()[1]}/model.bin"
+    elif cause == "tls":
+        url = server.url().replace("http://", "https://")  # TLS to a plain HTTP server
+    else:
+
+        def unknown(*args: object, **kwargs: object) -> None:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+        monkeypatch.setattr(socket, "getaddrinfo", unknown)
+        url = "http://weights.example.invalid/model.bin"
+    started = time.monotonic()
+    with pytest.raises(WeightsError, match="cannot connect"):
+        fetch(make_entry([url]), tmp_path)
+    assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize(
+    ("status", "retried"), [(403, False), (410, False), (429, True), (520, True)]
+)
+def test_http_errors_retried_only_when_they_can_heal(
+    status: int, retried: bool, server: Server, tmp_path: Path
+) -> None:
+    server.state.status["/model.bin"] = status
+    with pytest.raises(WeightsError, match=f"HTTP {status}"):
+        fetch(make_entry([server.url()]), tmp_path)
+    assert len(server.state.requests) == (download.RETRIES + 1 if retried else 1)
+
+
+def test_a_transfer_that_makes_progress_keeps_resuming(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every answer breaks off, slowly, but gets further: neither RETRIES nor the STALL_S
+    budget (shorter than the whole transfer) ends it."""
+    monkeypatch.setattr(download, "RETRIES", 1)
+    monkeypatch.setattr(download, "STALL_S", 0.5)
+    server.state.drops, server.state.drop_after, server.state.delay = 100, 400_000, 0.1
+    started = time.monotonic()
+    assert fetch(make_entry([server.url()], sha256=SHA), tmp_path).path.read_bytes() == PAYLOAD
+    assert time.monotonic() - started > download.STALL_S
+    assert len(server.state.requests) == -(-len(PAYLOAD) // 400_000)
 
 
 def test_list_weights_states(tmp_path: Path) -> None:

@@ -17,7 +17,15 @@ validated (a failure makes fetch drop the record), and a file that differs from 
 judged by validation alone, then re-pinned by fetch. `masn weights list` runs the same checks and
 writes nothing.
 
-Processes sharing a cache (e.g. torchrun ranks) take turns through an advisory
+Network waits are bounded. Each attempt waits at most :data:`TIMEOUT_S` to connect and for each
+read, and at most half of the URL's budget left, so that a network accepting connections and never
+answering, or dropping every packet, gives a URL up within :data:`STALL_S` (connect, then the
+answer: two waits per attempt; backoff waits that would not fit end the URL). The budget starts
+again whenever the file grows. A URL is also given up after :data:`RETRIES` failed attempts in a
+row without getting further, and at once on errors retrying cannot heal: connection refused,
+unknown host, unreachable network, TLS errors, HTTP 4xx other than 408, 425 and 429. Not bounded
+here: host-name resolution (the system resolver's own timeouts) and servers that keep answering
+a byte at a time. Processes sharing a cache (e.g. torchrun ranks) take turns through an advisory
 lock.
 """
 
@@ -25,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import fcntl
 import hashlib
 import http.client
@@ -54,11 +63,13 @@ log = logging.getLogger(__name__)
 LOCK_NAME = "weights.lock.json"
 ENV_VAR = "MASN_WEIGHTS_DIR"
 USER_AGENT = "masn-weights/0.1"
+TIMEOUT_S = 10.0  # longest wait of one attempt to connect, and for each read
+STALL_S = 25.0  # a URL that adds nothing to the file for this long is given up, waits included
 RETRIES = 5  # consecutive failed attempts per URL, without any progress, before giving up on it
 BACKOFF_S = 1.0  # wait before the first retry; doubles with each further failed attempt
-TIMEOUT_S = 60.0  # socket timeout of one connection (connect and each read)
 _CHUNK = 1 << 20
-_TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+_RETRIED_STATUS = frozenset({408, 425, 429})  # and every 5xx: the server may recover
+_UNREACHABLE = frozenset({errno.ENETUNREACH, errno.EHOSTUNREACH})
 _CONTENT_RANGE = re.compile(r"bytes (?:(\d+)-\d+|\*)/(\d+|\*)")
 
 
@@ -394,34 +405,45 @@ def _download_any(entry: WeightEntry, part: Path, final: Path) -> str:
 
 
 def _download(url: str, part: Path, entry: WeightEntry) -> None:
-    """Completes ``part`` from ``url``, retrying with backoff; an attempt that leaves ``part``
-    longer than ever before resets the count (a server that ignores Range gains nothing)."""
+    """Completes ``part`` from ``url``, retrying with backoff. Progress is ``part`` growing
+    longer than ever before (a server that ignores Range gains nothing): it resets both the
+    count of failed attempts and the :data:`STALL_S` budget, which bounds attempts and waits."""
     failures = 0
     longest = part.stat().st_size if part.exists() else 0
+    deadline = time.monotonic() + STALL_S
     while True:
+        # An attempt waits twice at most (connect, then the answer): both fit in the budget.
+        timeout = min(TIMEOUT_S, (deadline - time.monotonic()) / 2)
         try:
-            _transfer(url, part, entry)
+            _transfer(url, part, entry, timeout)
             return
         except _Interrupted as exc:
             size = part.stat().st_size if part.exists() else 0
-            failures = 1 if size > longest else failures + 1
-            longest = max(longest, size)
+            if size > longest:
+                failures, longest, deadline = 1, size, time.monotonic() + STALL_S
+            else:
+                failures += 1
             if failures > RETRIES:
                 raise _UrlFailed(f"{exc} (gave up after {RETRIES} retries)") from None
             wait = BACKOFF_S * 2 ** (failures - 1)
-            log.warning("%s: %s; retrying in %.0f s", url, exc, wait)
+            if time.monotonic() + wait >= deadline:
+                raise _UrlFailed(
+                    f"{exc} (nothing received for {STALL_S:g} s; gave up on this URL)"
+                ) from None
+            log.warning("%s: %s; retrying in %g s", url, exc, wait)
             time.sleep(wait)
 
 
-def _transfer(url: str, part: Path, entry: WeightEntry) -> None:
-    """One HTTP request: appends the rest of the file to ``part`` (or restarts it)."""
+def _transfer(url: str, part: Path, entry: WeightEntry, timeout: float) -> None:
+    """One HTTP request: appends the rest of the file to ``part`` (or restarts it); waits at
+    most ``timeout`` to connect and for each read."""
     offset = part.stat().st_size if part.exists() else 0
     headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
     if offset:
         headers["Range"] = f"bytes={offset}-"
     try:
         response = urllib.request.urlopen(
-            urllib.request.Request(url, headers=headers), timeout=TIMEOUT_S
+            urllib.request.Request(url, headers=headers), timeout=timeout
         )
     except urllib.error.HTTPError as exc:
         exc.close()
@@ -431,12 +453,14 @@ def _transfer(url: str, part: Path, entry: WeightEntry) -> None:
                 return  # the partial file is already complete
             part.unlink()
             raise _Interrupted("the server cannot resume this partial file; restarting") from None
-        if exc.code in _TRANSIENT_STATUS:
+        if exc.code in _RETRIED_STATUS or exc.code >= 500:
             raise _Interrupted(f"HTTP {exc.code} {exc.reason}") from None
         raise _UrlFailed(f"HTTP {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
         reason = getattr(exc, "reason", exc)
-        if isinstance(reason, (ssl.SSLError, socket.gaierror, ConnectionRefusedError)):
+        if isinstance(reason, TimeoutError):
+            raise _Interrupted(f"no answer within {timeout:.3g} s") from None
+        if _hopeless(reason):
             raise _UrlFailed(f"cannot connect: {reason}") from None
         raise _Interrupted(f"connection failed: {reason}") from None
     with response:
@@ -470,6 +494,16 @@ def _transfer(url: str, part: Path, entry: WeightEntry) -> None:
             os.fsync(out.fileno())
     if total is not None and offset + received < total:
         raise _Interrupted(f"connection closed after {offset + received} of {total} bytes")
+
+
+def _hopeless(reason: object) -> bool:
+    """Whether a connection error is one that retrying cannot heal: connection refused,
+    unknown host, unreachable network, TLS failure, or no error at all but a message."""
+    if isinstance(reason, (ssl.SSLError, socket.gaierror, ConnectionRefusedError)):
+        return True
+    if isinstance(reason, OSError):
+        return reason.errno in _UNREACHABLE
+    return not isinstance(reason, http.client.HTTPException)
 
 
 def _response_total(response: http.client.HTTPResponse, offset: int, url: str) -> int | None:
