@@ -5,12 +5,16 @@ mov...) decodes once and keeps only the chosen frames; "decord" (optional, ``dec
 reads the frame timestamps, then fetches the chosen frames. Both pick the same frames.
 
 Times are seconds from the first frame of the video stream (like ffmpeg, which drops the start
-offset of MPEG-PS/TS files), so the 6-fps grid starts at the first picture. Every failure to
-read a file raises ``DecodeError`` with a short reason, for the run's failure records.
+offset of MPEG-PS/TS files), so the 6-fps grid starts at the first picture. Frames come upright
+as players show them: the display matrix (phone rotation metadata) of the first frame turns
+every frame by its multiple of 90 degrees, and width and height are those after turning. Every
+failure to read a file raises ``DecodeError`` with a short reason, for the run's failure
+records.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import re
 from collections.abc import Iterator
@@ -32,6 +36,40 @@ _DECORD_CHUNK = 32  # frames fetched per decord get_batch call while streaming
 
 class DecodeError(Exception):
     """A video that cannot be decoded; the message is a short reason for the failure record."""
+
+
+def _unknown_backend(backend: str) -> InvalidInput:
+    choices = ", ".join(BACKENDS)
+    return InvalidInput(f"unknown decoding backend {backend!r}: choose one of {choices}")
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ValueError:  # in sys.modules without a spec (e.g. blocked with None)
+        return False
+
+
+def check_decoder(backend: str) -> None:
+    """Refuses an unknown backend, and decord when it is not installed (before any decoding)."""
+    if backend not in BACKENDS:
+        raise _unknown_backend(backend)
+    if backend == "decord" and not _installed("decord"):
+        raise InvalidInput(
+            "the decord backend is not installed: pip install decord==0.6.0, "
+            "or use the default backend pyav"
+        )
+
+
+def quarter_turns(rotation: float) -> int:
+    """Counter-clockwise quarter turns (0-3) that show a frame upright, from its display
+    rotation in degrees (PyAV's ``VideoFrame.rotation``; rounded to a multiple of 90)."""
+    return round(rotation / 90) % 4
+
+
+def upright(frame: np.ndarray, turns: int) -> np.ndarray:
+    """The (H, W, 3) frame turned ``turns`` quarter turns counter-clockwise (contiguous)."""
+    return np.ascontiguousarray(np.rot90(frame, turns)) if turns else frame
 
 
 @dataclass
@@ -157,6 +195,8 @@ def _iter_pyav(path: Path, fps: float, progress: _Progress) -> Iterator[tuple[fl
     container = _open(path)
     selector: FrameSelector[tuple[float, av.VideoFrame]] = FrameSelector(fps)
     finished = False
+    coded = (0, 0)  # width, height of the first frame as stored
+    turns = 0
     try:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
@@ -167,15 +207,17 @@ def _iter_pyav(path: Path, fps: float, progress: _Progress) -> Iterator[tuple[fl
 
         def rgb(frame: av.VideoFrame) -> np.ndarray:
             # A mid-stream size change is scaled back to the first frame's size.
-            return frame.to_ndarray(format="rgb24", width=progress.width, height=progress.height)
+            image = frame.to_ndarray(format="rgb24", width=coded[0], height=coded[1])
+            return upright(image, turns)
 
         try:
             for packet in container.demux(stream):
                 if packet.size:
                     last_packet_corrupt = packet.is_corrupt
                 for frame in packet.decode():
-                    if not progress.width:
-                        progress.width, progress.height = frame.width, frame.height
+                    if not coded[0]:
+                        coded, turns = (frame.width, frame.height), quarter_turns(frame.rotation)
+                        progress.width, progress.height = coded[:: -1 if turns % 2 else 1]
                     time = clock(frame)
                     latest = selector.last_pts
                     if latest is not None and time < latest:
@@ -219,6 +261,14 @@ def _decord_reason(error: Exception) -> str:
     return re.sub(r"^\[[^\]]*\]\s*\S+:\d+:\s*", "", first)
 
 
+def _first_frame_turns(path: Path) -> int:
+    """Quarter turns of the video's first frame (decord ignores the display matrix)."""
+    with av.open(str(path)) as container:
+        for frame in container.decode(video=0):
+            return quarter_turns(frame.rotation)
+    return 0
+
+
 def _iter_decord(
     path: Path, fps: float, progress: _Progress, max_frames: int | None
 ) -> Iterator[tuple[float, np.ndarray]]:
@@ -231,6 +281,10 @@ def _iter_decord(
     if info.container == "gif":
         raise DecodeError(refusal)
     progress.source_fps = info.source_fps
+    try:
+        turns = _first_frame_turns(path)
+    except av.FFmpegError as error:
+        raise DecodeError(f"truncated or corrupt: {_ffmpeg_reason(error)}") from error
     try:
         reader = decord.VideoReader(str(path), ctx=decord.cpu(0))
     except decord.DECORDError as error:
@@ -260,8 +314,9 @@ def _iter_decord(
         for start in range(0, len(chosen), _DECORD_CHUNK):
             batch = chosen[start : start + _DECORD_CHUNK]
             frames = reader.get_batch(batch).asnumpy()
-            progress.height, progress.width = frames.shape[1:3]
             for index, frame in zip(batch, frames, strict=True):
+                frame = upright(frame, turns)
+                progress.height, progress.width = frame.shape[:2]
                 yield float(stamps[index]), frame
     except decord.DECORDError as error:
         raise DecodeError(f"truncated or corrupt: {_decord_reason(error)}") from error
@@ -274,7 +329,7 @@ def _frames(
         return _iter_pyav(Path(path), fps, progress)
     if backend == "decord":
         return _iter_decord(Path(path), fps, progress, max_frames)
-    raise InvalidInput(f"unknown decoding backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    raise _unknown_backend(backend)
 
 
 class VideoStream:

@@ -7,6 +7,12 @@ the 1x1 convolutions; a max-pool without padding that rounds up; an RPN with 512
 py-faster-rcnn anchors and its proposal filter (min size before the 6000 top-k, NMS 0.7, 300
 kept); 14x14 RoI max-pooling; a res5 head with stride 1 and dilation 2 in every 3x3; the box
 choice of generate_tsv.py over the *proposal* boxes (per-class NMS 0.3, exactly 10 boxes).
+
+Frames smaller than that model can take: a detector input under 16 pixels on a side (one cell of
+the feature map; e.g. a 16 x 2000 frame at small detector sizes) is padded with the mean colour
+to 16 pixels, and its boxes are clipped to the real image; a frame whose proposals all fall
+under the RPN's minimum size (16 pixels of the original frame, so any frame with a side under 16
+pixels) keeps its proposals unfiltered.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import FrozenBatchNorm2d, roi_pool
 
+from masn.errors import InvalidInput
 from masn.extract.proposals import (
     box_sizes,
     caffe_anchors,
@@ -51,6 +58,30 @@ class DetectorConfig:
     class_nms: float = 0.3
     conf_threshold: float = 0.2
     boxes: int = 10
+
+    def __post_init__(self) -> None:
+        counts = {
+            "min_size": self.min_size,
+            "max_size": self.max_size,
+            "pre_nms_top_n": self.pre_nms_top_n,
+            "proposals (post_nms_top_n)": self.post_nms_top_n,
+            "pool_size": self.pool_size,
+            "boxes": self.boxes,
+        }
+        for name, value in counts.items():
+            if value != int(value) or value < 1:
+                raise InvalidInput(f"detector {name} must be a whole number >= 1, got {value!r}")
+        if self.min_size > self.max_size:
+            raise InvalidInput(
+                f"detector min_size {self.min_size} is larger than max_size {self.max_size}: "
+                "the short side cannot exceed the long-side cap"
+            )
+        if self.rpn_min_size < 0:
+            raise InvalidInput(f"rpn_min_size must be >= 0, got {self.rpn_min_size}")
+        for name in ("rpn_nms", "class_nms", "conf_threshold"):
+            value = getattr(self, name)
+            if not 0 <= value <= 1:
+                raise InvalidInput(f"detector {name} must lie in [0, 1], got {value!r}")
 
 
 class Bottleneck(nn.Module):
@@ -169,14 +200,20 @@ def preprocess(
     """Caffe input for one RGB uint8 frame: BGR float32 minus the means, cv2-resized; (3, H, W).
 
     Returns the image and its scale (resized / original). Done on CPU workers, as Caffe did it.
+    A side that would round to 0 pixels (extreme aspect ratios) is kept at 1 pixel.
     """
     image = frame_rgb[:, :, ::-1].astype(np.float32)
     image -= np.array(PIXEL_MEANS_BGR, dtype=np.float32)
-    short, long = min(image.shape[:2]), max(image.shape[:2])
+    height, width = image.shape[:2]
+    short, long = min(height, width), max(height, width)
     scale = config.min_size / short
     if round(scale * long) > config.max_size:
         scale = config.max_size / long
-    resized = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
+    if min(round(scale * height), round(scale * width)) < 1:
+        size = (max(1, round(scale * width)), max(1, round(scale * height)))
+        resized = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
+    else:
+        resized = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
     return np.ascontiguousarray(resized.transpose(2, 0, 1)), scale
 
 
@@ -188,6 +225,7 @@ class Detector(nn.Module):
     """
 
     stride = 16
+    min_input = 16  # smaller inputs are padded (the trunk needs 3 pixels; one feature cell)
 
     def __init__(self, config: DetectorConfig = DetectorConfig()):
         super().__init__()
@@ -217,6 +255,8 @@ class Detector(nn.Module):
             box_w, box_h = box_sizes(boxes)
             min_size = config.rpn_min_size * scales[image]
             large = (box_w >= min_size) & (box_h >= min_size)
+            if not large.any():  # a frame under 16 pixels: the filter would leave nothing
+                large = torch.ones_like(large)
             boxes, image_scores = boxes[large], scores[image][large]
             top = image_scores.argsort(descending=True, stable=True)[: config.pre_nms_top_n]
             boxes, image_scores = boxes[top], image_scores[top]
@@ -227,8 +267,12 @@ class Detector(nn.Module):
     def forward(self, images: Tensor, scales: Sequence[float]) -> Detections:
         """images (B, 3, H, W) from :func:`preprocess` (one size per batch), and their scales."""
         config = self.config
+        size = images.shape[-2:]
+        short = (max(0, self.min_input - size[1]), max(0, self.min_input - size[0]))
+        if any(short):  # zeros are the mean colour of the Caffe input
+            images = F.pad(images, (0, short[0], 0, short[1]))
         features = self.trunk(images)
-        proposals = self.proposals(features, images.shape[-2:], scales)
+        proposals = self.proposals(features, size, scales)
         counts = [len(p) for p in proposals]
         rois = torch.cat(
             [torch.cat([torch.full_like(p[:, :1], i), p], dim=1) for i, p in enumerate(proposals)]

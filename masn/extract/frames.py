@@ -12,11 +12,16 @@ and decord's float32 timestamps move frame times by up to half a millisecond, an
 tolerance a frame that sits exactly on the 6-fps grid could be picked or missed depending on
 that rounding (and the two decoding backends would disagree). Equivalently, every boundary
 (frame starts and the end of the video) is moved 1 ms earlier.
+
+A stream that lies wholly within the first millisecond (a header declaring an absurd frame rate,
+say 4e9 fps, puts every frame there) has no target before its end; with the default duration
+such a stream keeps its first frame, so every decodable video gives at least one frame.
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
 from typing import Generic, TypeVar
 
@@ -65,6 +70,24 @@ def _stream_end(last_pts: float, intervals: Sequence[float] | np.ndarray, fps: f
     return last_pts + float(np.median(np.asarray(intervals, dtype=np.float64)))
 
 
+def _median_of_counts(counts: Counter[float]) -> float:
+    """``np.median`` of the multiset ``counts`` (value -> occurrences), in O(distinct values).
+
+    Streams keep their frame intervals this way: a constant-rate video of any length has one
+    distinct interval, so the selector's memory does not grow with the duration.
+    """
+    total = sum(counts.values())
+    middle = [(total - 1) // 2, total // 2]  # ranks of the middle value(s)
+    found: list[float] = []
+    seen = 0
+    for value in sorted(counts):
+        seen += counts[value]
+        while middle and middle[0] < seen:
+            found.append(value)
+            middle.pop(0)
+    return float(np.mean(found))
+
+
 def _sorted_unique(pts: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
     """Original indices and pts in time order (stable), exact-duplicate pts dropped (first kept)."""
     values = np.asarray(pts, dtype=np.float64)
@@ -100,7 +123,9 @@ def select_frames(
     k runs 0, 1, ... while t_k < duration. The frame shown at t is the last one with pts <= t
     (targets before the first frame take the first frame); each source frame appears at most
     once. ``pts`` (seconds) may be irregular and unsorted; exact-duplicate pts keep their first
-    occurrence. ``duration`` defaults to ``end_time(pts, fps)``. The result is in time order.
+    occurrence. ``duration`` defaults to ``end_time(pts, fps)``; with that default a stream
+    that ends before the first target's tolerance keeps its first frame. The result is in time
+    order.
     """
     _check_fps(fps)
     order, ordered = _sorted_unique(pts)
@@ -108,6 +133,8 @@ def select_frames(
         return []
     end = _stream_end(float(ordered[-1]), np.diff(ordered), fps) if duration is None else duration
     targets = np.arange(_target_count(end, fps), dtype=np.float64) / fps
+    if len(targets) == 0 and duration is None:
+        return [int(order[0])]
     shown = np.searchsorted(ordered, targets + TIME_TOLERANCE, side="right") - 1
     shown = np.unique(np.maximum(shown, 0))
     return [int(i) for i in order[shown]]
@@ -119,7 +146,8 @@ class FrameSelector(Generic[T]):
     A frame is decided as soon as the next (later) frame arrives, so only one payload is held.
     ``push`` returns the payloads that became final (zero or one), ``finish`` the last one. The
     kept payloads and their order equal ``select_frames`` on the same pts. Exact-duplicate pts
-    are dropped (first kept); a pts earlier than one already pushed raises ``ValueError``.
+    are dropped (first kept); a pts earlier than one already pushed raises ``ValueError``. Until
+    a payload is kept the first one is held too (the first-frame rule of ``select_frames``).
     """
 
     def __init__(self, fps: float = 6.0, duration: float | None = None) -> None:
@@ -128,7 +156,8 @@ class FrameSelector(Generic[T]):
         self.duration = duration
         self._limit = None if duration is None else _target_count(duration, fps)
         self._pending: tuple[float, int, T] | None = None  # pts, first target, payload
-        self._intervals: list[float] = []
+        self._first: list[T] = []  # the first payload, until some payload is kept
+        self._intervals: Counter[float] = Counter()
         self._end: float | None = None
 
     @property
@@ -157,16 +186,20 @@ class FrameSelector(Generic[T]):
         if self._pending is None:
             # Targets before the first frame are shown with it, so it starts at target 0.
             self._pending = (pts, 0, payload)
+            self._first = [payload]
             return []
         previous, first, held = self._pending
         if pts < previous:
             raise ValueError(f"pts must not decrease: {pts} after {previous}")
         if pts == previous:
             return []
-        self._intervals.append(pts - previous)
+        self._intervals[pts - previous] += 1
         start = _first_target_at(pts, self.fps)
         self._pending = (pts, start, payload)
-        return self._decide(first, start, held)
+        kept = self._decide(first, start, held)
+        if kept:
+            self._first = []
+        return kept
 
     def finish(self) -> list[T]:
         """Decide the last frame; returns its payload if it is kept."""
@@ -177,10 +210,17 @@ class FrameSelector(Generic[T]):
             return []
         last, first, held = self._pending
         self._pending = None
-        self._end = (
-            _stream_end(last, self._intervals, self.fps) if self.duration is None else self.duration
-        )
-        return self._decide(first, _target_count(self._end, self.fps), held)
+        if self.duration is not None:
+            self._end = self.duration
+        elif self._intervals:
+            self._end = last + _median_of_counts(self._intervals)
+        else:
+            self._end = _stream_end(last, (), self.fps)
+        kept = self._decide(first, _target_count(self._end, self.fps), held)
+        if not kept and self._first and self.duration is None:
+            kept = self._first  # nothing kept at all: the first-frame rule
+        self._first = []
+        return kept
 
 
 def sampled_positions(count: int, every: int = 4) -> np.ndarray:
