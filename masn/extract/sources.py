@@ -4,7 +4,13 @@ MSVD-QA says ``video_id`` N for the clip file ``<youtubeId>_<start>_<end>.avi`` 
 through MSVD's ``youtube_mapping.txt``, bundled in ``extract/data``); MSRVTT-QA uses ``videoN``
 for ``videoN.mp4``; TGIF-QA uses the GIF name. "folder" lists any collection, keyed by relative
 path. Folders are searched recursively (following symlinks); hidden files and folders (names
-starting with ".", e.g. macOS "._x.mp4" resource forks) are ignored.
+starting with ".", e.g. macOS "._x.mp4" resource forks) are ignored; folders that cannot be read
+(permissions) are skipped with a warning naming them.
+
+Keys are text that HDF5 and JSON can hold. A file name that is not valid UTF-8 gets an escaped
+key (``escape_name``): each byte outside valid UTF-8 becomes ``%XX`` and "%" becomes ``%25``, so
+``urllib.parse.unquote_to_bytes(key)`` gives the name's bytes back; valid UTF-8 names keep their
+keys unchanged.
 """
 
 from __future__ import annotations
@@ -67,11 +73,32 @@ def load_msvd_mapping(path: Path | None = None) -> dict[str, str]:
     return mapping
 
 
+def escape_name(name: str) -> str:
+    """A key for a file name (as ``os`` decodes it): unchanged when the name is valid UTF-8;
+    otherwise each undecodable byte becomes ``%XX`` and "%" becomes ``%25`` (reversible with
+    ``urllib.parse.unquote_to_bytes``)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        pass
+    else:
+        return name
+    text = os.fsencode(name).decode("utf-8", errors="surrogateescape")
+    return "".join(
+        f"%{ord(char) - 0xDC00:02X}" if "\udc80" <= char <= "\udcff" else char.replace("%", "%25")
+        for char in text
+    )
+
+
 def _video_files(root: Path) -> list[Path]:
-    """Video files under ``root`` (by extension, any case), in a deterministic order."""
+    """Video files under ``root`` (by extension, any case), in a deterministic order.
+
+    Subfolders that cannot be listed are skipped with one warning (count and names).
+    """
     found: list[Path] = []
     visited: set[str] = set()
-    for folder, subfolders, names in os.walk(root, followlinks=True):
+    unreadable: list[OSError] = []
+    for folder, subfolders, names in os.walk(root, followlinks=True, onerror=unreadable.append):
         real = os.path.realpath(folder)
         if real in visited:  # a symlink loop or a folder linked twice
             subfolders.clear()
@@ -82,6 +109,23 @@ def _video_files(root: Path) -> list[Path]:
             Path(folder) / name
             for name in sorted(names)
             if not name.startswith(".") and Path(name).suffix.lower() in VIDEO_EXTENSIONS
+        )
+    if unreadable and unreadable[0].filename == str(root):
+        raise InvalidInput(
+            f"cannot read the videos folder {root} ({unreadable[0].strerror}): check its "
+            "permissions"
+        )
+    if unreadable:
+        names = ", ".join(
+            f"{Path(str(error.filename)).relative_to(root).as_posix()} ({error.strerror})"
+            for error in unreadable[:_EXAMPLES]
+        )
+        log.warning(
+            "could not read %d folder(s) under %s, their videos are skipped: %s%s",
+            len(unreadable),
+            root,
+            names,
+            ", ..." if len(unreadable) > _EXAMPLES else "",
         )
     return found
 
@@ -99,7 +143,7 @@ def _key(dataset: str, stem: str, msvd_names: dict[str, str]) -> str | None:
         return msvd_names.get(stem)
     if dataset == "msrvtt":
         return stem if _MSRVTT_NAME.fullmatch(stem) else None
-    return stem
+    return escape_name(stem)
 
 
 def list_videos(
@@ -122,7 +166,9 @@ def list_videos(
     files = _video_files(root)
     keyed: list[VideoSource] = []
     if dataset == "folder":
-        keyed = [VideoSource(path.relative_to(root).as_posix(), path) for path in files]
+        keyed = [
+            VideoSource(escape_name(path.relative_to(root).as_posix()), path) for path in files
+        ]
     else:
         extension = _DATASET_EXTENSION[dataset]
         own = [path for path in files if path.suffix.lower() == extension]
