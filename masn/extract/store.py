@@ -6,13 +6,21 @@ sha256, "random" or "unknown"), ``created`` (ISO time) and ``feature_dtype``. Th
 ``videos`` holds one group per video, named by its key escaped with ``quote(key, safe="")``
 (keys of folder datasets are relative paths and may contain "/"), with the datasets of
 ``FIELDS`` and the metadata attributes ``key``, ``path``, ``width``, ``height``, ``source_fps``,
-``duration`` and ``frames``.
+``duration`` and ``frames``. ``path`` is text, or the raw bytes of a path that is not valid
+UTF-8 (read back as ``os.fsdecode`` gives it, so the file can be opened again).
 
 HDF5 files are not crash-safe while open for writing, so nothing ever appends to a finished
-store. ``StoreWriter`` commits each video as its own small file in ``<store>.parts/`` (written
-under a temporary name, fsynced, renamed) and ``consolidate`` packs store + parts into a new
-file that atomically replaces the store. A ``kill -9`` therefore loses only the videos in
-flight, and readers only ever see complete files.
+store. ``StoreWriter`` commits each video as its own small file in ``<store>.parts/``: a
+``PartWriter`` appends the video's rows to resizable datasets of a temporary file as they come
+(memory does not grow with the video's length), then copies them into contiguous datasets,
+fsyncs and renames the file into place. ``consolidate`` packs store + parts into a new file that
+atomically replaces the store. A ``kill -9`` therefore loses only the videos in flight, and
+readers only ever see complete files.
+
+A file where a store should be that HDF5 cannot read (cut short, emptied, overwritten) is a
+``DamagedStore`` error for readers; a ``StoreWriter`` moves it aside to
+``<store>.corrupt-<UTC time>`` (never deleting it) and rebuilds the store from the committed
+parts, so the videos that were only in it are extracted again.
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 from urllib.parse import quote, unquote
 
 import h5py
@@ -74,6 +82,19 @@ FIXED_DTYPES = {
 }
 # Longest escaped key used verbatim as a part file name (file names are limited to 255 bytes).
 _MAX_PART_STEM = 200
+# Bytes per chunk of a part's staging datasets, and per block when they are copied at commit.
+_BLOCK_BYTES = 1 << 20
+
+
+class DamagedStore(InvalidInput):
+    """A file where a feature store should be that cannot be read as one."""
+
+    def __init__(self, path: Path, problem: str):
+        self.path, self.problem = path, problem
+        super().__init__(
+            f"{path} is damaged or not an HDF5 file ({problem}); rerun `masn extract` with "
+            f"--out {path} to rebuild it (the damaged file is moved aside), or use another store"
+        )
 
 
 @dataclass(eq=False)
@@ -190,8 +211,13 @@ def prepare_arrays(record: VideoRecord, dtype: FeatureDtype) -> dict[str, np.nda
     return {name: _cast(record.key, name, array, dtype) for name, array in arrays.items()}
 
 
-def _check_shapes(key: str, arrays: Mapping[str, np.ndarray]) -> None:
-    sizes: dict[str, int] = {}
+def _check_shapes(
+    key: str, arrays: Mapping[str, np.ndarray], sizes: dict[str, int] | None = None
+) -> None:
+    """Every array matches its symbolic shape with one size per symbol; ``sizes`` carries the
+    object and feature widths from earlier blocks of the same video (T may differ)."""
+    sizes = {} if sizes is None else sizes
+    sizes.pop("T", None)
     consistent = True
     for name, array in arrays.items():
         pattern = SHAPES[name]
@@ -233,13 +259,35 @@ def _cast(key: str, name: str, array: np.ndarray, dtype: FeatureDtype) -> np.nda
     return stored
 
 
+def _write_metadata(group: h5py.Group, key: str, metadata: Mapping[str, Any]) -> None:
+    group.attrs["key"] = key
+    for name, kind in METADATA.items():
+        value = kind(metadata[name])
+        if name == "path":
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:  # an undecodable file name: keep its bytes
+                value = np.bytes_(os.fsencode(value))
+        group.attrs[name] = value
+
+
+def _read_metadata(attrs: h5py.AttributeManager) -> dict[str, Any]:
+    metadata = {}
+    for name, kind in METADATA.items():
+        value = attrs[name]
+        metadata[name] = os.fsdecode(value) if isinstance(value, bytes) else kind(value)
+    return metadata
+
+
+def _record_metadata(record: VideoRecord) -> dict[str, Any]:
+    return {name: getattr(record, name) for name in METADATA}
+
+
 def _write_group(videos: h5py.Group, record: VideoRecord, arrays: Mapping[str, np.ndarray]) -> None:
     group = videos.create_group(escape_key(record.key))
     for name, array in arrays.items():
         group.create_dataset(name, data=array)
-    group.attrs["key"] = record.key
-    for name, kind in METADATA.items():
-        group.attrs[name] = kind(getattr(record, name))
+    _write_metadata(group, record.key, _record_metadata(record))
 
 
 def add_video(videos: h5py.Group, record: VideoRecord, dtype: FeatureDtype) -> None:
@@ -317,14 +365,180 @@ def atomic_hdf5(path: str | os.PathLike[str]) -> Iterator[h5py.File]:
         raise
 
 
+def check_output(path: str | os.PathLike[str]) -> None:
+    """Refuses an output path a store cannot be written to, before any work starts.
+
+    The path must not be a folder or a special file (such as /dev/null), its folder must exist
+    and accept new files (the store is replaced by renaming a new file into place), and no other
+    process may be writing it (``InUse``).
+    """
+    path = Path(path)
+    where = f"cannot write the feature store {path}:"
+    if path.is_dir():
+        example = path / "features.h5"
+        raise InvalidInput(f"{where} it is a folder; give a file path such as {example}")
+    if path.exists() and not path.is_file():
+        raise InvalidInput(f"{where} it is not a regular file; give a path such as features.h5")
+    folder = path.parent
+    if not folder.exists():
+        raise MissingInput(f"{where} the folder {folder} does not exist; create it first")
+    if not folder.is_dir():
+        raise InvalidInput(f"{where} {folder} is not a folder")
+    probe = folder / f".{path.name}.probe.{os.getpid()}"
+    try:
+        probe.touch()
+        probe.unlink()
+    except OSError as error:
+        raise InvalidInput(
+            f"{where} its folder does not accept new files ({error.strerror}); choose a "
+            "writable output folder"
+        ) from None
+    _check_unlocked(path.with_name(path.name + ".parts") / ".lock", path)
+
+
+def _in_use(store: Path) -> InUse:
+    return InUse(f"another process is writing {store}; wait for it to finish or write elsewhere")
+
+
+def _check_unlocked(lock: Path, store: Path) -> None:
+    """Raises ``InUse`` when a writer holds ``lock`` now (the early, advisory check)."""
+    try:
+        descriptor = os.open(lock, os.O_RDWR)
+    except OSError:
+        return  # no lock file: nobody writes (the writer's own lock settles races)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise _in_use(store) from None
+    except OSError:
+        pass  # no locks on this file system; the writer warns about it
+    finally:
+        os.close(descriptor)
+
+
+class PartWriter:
+    """One video's part file, written block by block (rows in position order).
+
+    Each field's rows are appended to a raw staging file as they come, so a video of any length
+    is written with bounded memory; ``commit`` copies them block by block into the contiguous
+    datasets of a new part file (the store's layout), fsyncs it and renames it into the parts
+    folder. ``abort`` (also on leaving ``with`` uncommitted) removes the temporary files, as
+    does the next writer after a ``kill -9``. Get one from ``StoreWriter.begin``.
+    """
+
+    def __init__(self, writer: StoreWriter, key: str, stem: str):
+        self.key = key
+        self.rows = 0
+        self._writer = writer
+        self._prefix = writer.parts_dir / f".{stem}.{os.getpid()}"
+        self._final = writer.parts_dir / f"{stem}.h5"
+        self._fields: dict[str, tuple[np.dtype, tuple[int, ...]]] = {}
+        self._staged: dict[str, BinaryIO] = {}
+        self._sizes: dict[str, int] = {}
+        self._open = True
+
+    def __enter__(self) -> PartWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.abort()
+
+    def _staging(self, name: str) -> Path:
+        return Path(f"{self._prefix}.{name}.tmp")
+
+    def append(self, arrays: Mapping[str, np.ndarray | None]) -> None:
+        """Appends the next rows: the same fields every time, each with the rows on axis 0."""
+        if not self._open:
+            raise RuntimeError(f"the part of {self.key!r} is closed")
+        given = {name: np.asarray(value) for name, value in arrays.items() if value is not None}
+        unknown = sorted(set(given) - set(FIELDS))
+        if unknown:
+            raise ValueError(f"video {self.key!r}: unknown field(s) {unknown}")
+        if self._fields and set(given) != set(self._fields):
+            raise ValueError(
+                f"video {self.key!r}: fields {sorted(given)} differ from the first rows' "
+                f"{sorted(self._fields)}"
+            )
+        _check_shapes(self.key, given, self._sizes)
+        for name, array in given.items():
+            stored = _cast(self.key, name, array, self._writer.dtype)
+            if name not in self._fields:
+                self._fields[name] = (stored.dtype, stored.shape[1:])
+                self._staged[name] = self._staging(name).open("wb")
+            self._staged[name].write(np.ascontiguousarray(stored).tobytes())
+        self.rows += len(next(iter(given.values())))
+
+    def commit(
+        self,
+        *,
+        path: str,
+        width: int,
+        height: int,
+        source_fps: float,
+        duration: float,
+        frames: int,
+    ) -> None:
+        """Publishes the video with its metadata (see ``VideoRecord``) as a committed part."""
+        if not self._open:
+            raise RuntimeError(f"the part of {self.key!r} is closed")
+        missing = [name for name in REQUIRED_FIELDS if name not in self._fields]
+        if missing:
+            raise ValueError(
+                f"video {self.key!r}: missing required field(s) {', '.join(missing)}"
+                if self.rows
+                else f"video {self.key!r}: no sampled frames to store"
+            )
+        for handle in self._staged.values():
+            handle.close()
+        temporary = Path(f"{self._prefix}.tmp")
+        metadata = {"path": path, "width": width, "height": height, "source_fps": source_fps}
+        metadata |= {"duration": duration, "frames": frames}
+        try:
+            with h5py.File(temporary, "w", locking=False) as file:
+                group = file.create_group("videos").create_group(escape_key(self.key))
+                for name, (dtype, shape) in self._fields.items():
+                    _copy_staged(self._staging(name), group, name, dtype, (self.rows, *shape))
+                _write_metadata(group, self.key, metadata)
+            _fsync(temporary)
+            os.replace(temporary, self._final)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+        finally:
+            self.abort()  # the staging files
+        self._writer._committed(self.key)
+
+    def abort(self) -> None:
+        """Drops the video's temporary files (after ``commit``: its staging files only)."""
+        self._open = False
+        for name, handle in self._staged.items():
+            with contextlib.suppress(OSError):
+                handle.close()
+            self._staging(name).unlink(missing_ok=True)
+        self._staged.clear()
+
+
+def _copy_staged(
+    staged: Path, group: h5py.Group, name: str, dtype: np.dtype, shape: tuple[int, ...]
+) -> None:
+    """A contiguous dataset filled from a raw staging file, ``_BLOCK_BYTES`` at a time."""
+    dataset = group.create_dataset(name, shape=shape, dtype=dtype)
+    rows = np.memmap(staged, dtype=dtype, mode="r", shape=shape)
+    block = max(1, _BLOCK_BYTES // max(1, rows[0].nbytes))
+    for start in range(0, shape[0], block):
+        dataset[start : start + block] = rows[start : start + block]
+    del rows
+
+
 class StoreWriter:
     """Writes a store video by video so that a killed run loses only the videos in flight.
 
-    Each ``write`` commits one video as ``<store>.parts/<escaped key>.h5``; ``consolidate``
-    packs the existing store and all parts into a new store file that atomically replaces the
-    old one. A rerun with the same config and weights skips ``done_keys()``; a different
-    config, weights or feature dtype is refused. One writer per store at a time (file lock);
-    ``write`` may be called from a background thread.
+    Each video is committed as ``<store>.parts/<escaped key>.h5`` (``begin`` streams its rows,
+    ``write`` takes a whole record); ``consolidate`` packs the existing store and all parts into
+    a new store file that atomically replaces the old one. A rerun with the same config and
+    weights skips ``done_keys()``; a different config, weights or feature dtype is refused. A
+    damaged store file is moved aside (see the module docstring). One writer per store at a time
+    (file lock); ``begin`` and ``write`` may be called from a background thread.
     """
 
     def __init__(
@@ -339,13 +553,22 @@ class StoreWriter:
         self.parts_dir = self.path.with_name(self.path.name + ".parts")
         self.dtype: FeatureDtype = dtype
         self.provenance = Provenance.new(config, weights)
-        self.parts_dir.mkdir(parents=True, exist_ok=True)
-        self._lock_fd: int | None = _lock(self.parts_dir / ".lock", self.path)
+        self._lock_fd: int | None = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise InvalidInput(
+                f"cannot create the folder {self.path.parent} of {self.path}: {error.strerror}"
+            ) from None
+        check_output(self.path)
+        self.parts_dir.mkdir(exist_ok=True)
+        self._lock_fd = _lock(self.parts_dir / ".lock", self.path)
         try:
             for stale in self.parts_dir.glob(".*.tmp"):
                 log.info("removing %s, left by an interrupted run", stale)
                 stale.unlink()
             _remove_dead_temporaries(self.path)
+            self._set_aside_if_damaged()
             self._check_origin()
             self._done = set(self._parts()) | set(_store_keys(self.path))
         except BaseException:
@@ -364,28 +587,27 @@ class StoreWriter:
         with self._done_lock:
             return frozenset(self._done)
 
-    def write(self, record: VideoRecord) -> None:
-        """Validates and commits one video (a part file: temporary name, fsync, rename)."""
+    def begin(self, key: str) -> PartWriter:
+        """A part writer for the video ``key`` (not yet committed)."""
         if self._lock_fd is None:
             raise RuntimeError(f"the writer of {self.path} is closed")
         with self._done_lock:
-            if record.key in self._done:
+            if key in self._done:
                 raise ValueError(
-                    f"video {record.key!r} is already in {self.path}; skip done_keys() on reruns"
+                    f"video {key!r} is already in {self.path}; skip done_keys() on reruns"
                 )
+        return PartWriter(self, key, _part_stem(key))
+
+    def write(self, record: VideoRecord) -> None:
+        """Validates and commits one whole video (a part file: temporary name, fsync, rename)."""
         arrays = prepare_arrays(record, self.dtype)
-        stem = _part_stem(record.key)
-        temporary = self.parts_dir / f".{stem}.{os.getpid()}.tmp"
-        try:
-            with h5py.File(temporary, "w", locking=False) as file:
-                _write_group(file.create_group("videos"), record, arrays)
-            _fsync(temporary)
-            os.replace(temporary, self.parts_dir / f"{stem}.h5")
-        except BaseException:
-            temporary.unlink(missing_ok=True)
-            raise
+        with self.begin(record.key) as part:
+            part.append(arrays)
+            part.commit(**_record_metadata(record))
+
+    def _committed(self, key: str) -> None:
         with self._done_lock:
-            self._done.add(record.key)
+            self._done.add(key)
 
     def consolidate(self) -> Path:
         """Packs the store and all committed parts into the store file, then deletes the parts.
@@ -408,7 +630,7 @@ class StoreWriter:
             for part in parts.values():
                 _copy_part(part, videos)
             if self.path.exists():
-                with h5py.File(self.path, "r", locking=False) as old:
+                with _open_store_file(self.path) as old:
                     for name, group in old["videos"].items():
                         if name not in videos:
                             old.copy(group, videos, name)
@@ -438,6 +660,25 @@ class StoreWriter:
                 key = _part_key(Path(entry.path)) if stem.startswith("#") else unquote(stem)
                 parts[key] = Path(entry.path)
         return parts
+
+    def _set_aside_if_damaged(self) -> None:
+        """Moves a store file that cannot be read to ``<store>.corrupt-<UTC time>``."""
+        if not self.path.exists():
+            return
+        try:
+            _store_keys(self.path)
+        except DamagedStore as error:
+            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+            os.replace(self.path, aside)
+            _fsync(self.path.parent)
+            log.warning(
+                "%s is damaged (%s): moved it to %s; rebuilding the store from the committed "
+                "parts (videos that were only in it are extracted again)",
+                self.path,
+                error.problem,
+                aside,
+            )
 
     def _check_origin(self) -> None:
         """Refuses a store or staging folder made with another config, weights or dtype."""
@@ -477,9 +718,7 @@ def _lock(path: Path, store: Path) -> int:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(descriptor)
-            raise InUse(
-                f"another process is writing {store}; wait for it to finish or write elsewhere"
-            ) from None
+            raise _in_use(store) from None
         except OSError as error:
             if error.errno not in (errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOLCK):
                 os.close(descriptor)
@@ -499,8 +738,18 @@ def _part_stem(key: str) -> str:
 
 
 def _part_key(part: Path) -> str:
-    with h5py.File(part, "r", locking=False) as file:
-        return str(file["videos"][next(iter(file["videos"]))].attrs["key"])
+    try:
+        with h5py.File(part, "r", locking=False) as file:
+            return str(file["videos"][next(iter(file["videos"]))].attrs["key"])
+    except (OSError, KeyError, StopIteration) as error:
+        raise _unreadable_part(part, error) from error
+
+
+def _unreadable_part(part: Path, error: BaseException) -> InvalidInput:
+    return InvalidInput(
+        f"cannot read the committed part {part} ({error}); delete it and rerun to extract "
+        "that video again"
+    )
 
 
 def _copy_part(part: Path, videos: h5py.Group) -> None:
@@ -509,14 +758,26 @@ def _copy_part(part: Path, videos: h5py.Group) -> None:
             for name, group in file["videos"].items():
                 file.copy(group, videos, name)
     except (OSError, KeyError) as error:
-        raise InvalidInput(
-            f"cannot read the committed part {part} ({error}); delete it and rerun to extract "
-            "that video again"
-        ) from error
+        raise _unreadable_part(part, error) from error
+
+
+def _open_store_file(path: Path) -> h5py.File:
+    """``path`` opened read-only; a file HDF5 cannot read is a ``DamagedStore`` error."""
+    if path.is_dir():
+        raise InvalidInput(f"{path} is a folder, not a feature store file")
+    try:
+        return h5py.File(path, "r", locking=False)
+    except FileNotFoundError:
+        raise MissingInput(f"no feature store at {path}") from None
+    except PermissionError:
+        raise InvalidInput(f"cannot read {path}: permission denied") from None
+    except OSError as error:
+        problem = str(error).split("(", 1)[-1].rstrip(")") if "(" in str(error) else str(error)
+        raise DamagedStore(path, problem) from None
 
 
 def _read_provenance(path: Path) -> tuple[Provenance, str]:
-    with h5py.File(path, "r", locking=False) as file:
+    with _open_store_file(path) as file:
         return _provenance_of(file, path)
 
 
@@ -528,22 +789,37 @@ def _provenance_of(file: h5py.File, path: Path) -> tuple[Provenance, str]:
             "official MASN feature files use `masn features import-official` "
             "(masn.extract.official_layout.import_official)"
         )
-    if int(attrs["version"]) > VERSION:
+    try:
+        version = int(attrs["version"])
+        config, weights = json.loads(attrs["config"]), json.loads(attrs["weights"])
+        created, dtype = str(attrs["created"]), str(attrs["feature_dtype"])
+    except (KeyError, ValueError, TypeError) as error:
+        raise DamagedStore(path, f"unreadable store attributes: {error}") from None
+    if version > VERSION:
         raise InvalidInput(
-            f"{path} has store version {attrs['version']}, newer than this code reads "
+            f"{path} has store version {version}, newer than this code reads "
             f"({VERSION}); update the masn package"
         )
-    provenance = Provenance(
-        json.loads(attrs["config"]), json.loads(attrs["weights"]), str(attrs["created"])
-    )
-    return provenance, str(attrs["feature_dtype"])
+    return Provenance(config, weights, created), dtype
+
+
+def _videos_of(file: h5py.File, path: Path) -> h5py.Group:
+    try:
+        return file["videos"]
+    except (KeyError, OSError) as error:
+        raise DamagedStore(path, f"no readable videos group: {error}") from None
 
 
 def _store_keys(path: Path) -> list[str]:
+    """The keys of the store at ``path`` (none if absent), after checking its provenance."""
     if not path.exists():
         return []
-    with h5py.File(path, "r", locking=False) as file:
-        return [unquote(name) for name in file["videos"]]
+    with _open_store_file(path) as file:
+        _provenance_of(file, path)
+        try:
+            return [unquote(name) for name in _videos_of(file, path)]
+        except OSError as error:
+            raise DamagedStore(path, f"unreadable list of videos: {error}") from None
 
 
 class FeatureStore:
@@ -612,9 +888,13 @@ class FeatureStore:
         if unknown:
             raise ValueError(f"unknown field(s) {unknown}; choose from {list(FIELDS)}")
         group = self._video(key)
-        arrays = {name: dataset[()] for name in wanted if (dataset := group.get(name)) is not None}
-        attrs = group.attrs
-        metadata = {name: kind(attrs[name]) for name, kind in METADATA.items()}
+        try:
+            arrays = {
+                name: dataset[()] for name in wanted if (dataset := group.get(name)) is not None
+            }
+            metadata = _read_metadata(group.attrs)
+        except (OSError, KeyError) as error:
+            raise DamagedStore(self.path, f"cannot read video {key!r}: {error}") from None
         return VideoRecord(key=key, **arrays, **metadata)
 
     def close(self) -> None:
@@ -626,7 +906,7 @@ class FeatureStore:
     def _group(self) -> h5py.Group:
         if self._videos is None or self._pid != os.getpid():
             # A handle inherited through fork belongs to the parent: leave it alone.
-            file = h5py.File(self.path, "r", locking=False)
+            file = _open_store_file(self.path)
             status = os.fstat(file.id.get_vfd_handle())
             identity = (status.st_dev, status.st_ino)
             if self._identity not in (None, identity):
@@ -636,7 +916,7 @@ class FeatureStore:
                     "read; create a new FeatureStore to read the new file"
                 )
             self._file, self._pid, self._identity = file, os.getpid(), identity
-            self._videos = file["videos"]
+            self._videos = _videos_of(file, self.path)
         return self._videos
 
     def _video(self, key: str) -> h5py.Group:
