@@ -7,12 +7,13 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-from masn.errors import InvalidInput
+from masn.errors import InvalidInput, MissingInput
 from masn.extract.config import ExtractionConfig
 from masn.extract.networks import FeatureNetworks
 from masn.extract.runner import RunOptions, extract_features, resolve_device
-from masn.extract.sharding import Shard, merge_when_all_done
+from masn.extract.sharding import Shard, merge_when_all_done, shard_paths
 from masn.extract.sources import list_videos
+from masn.extract.store import check_output
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +43,22 @@ def run_extraction(
 ) -> int:
     """Extracts ``videos`` into the store ``out``; returns the process exit code.
 
-    Exit 0 when at least one video was stored (or nothing was left to do), 1 otherwise.
+    Exit 0 when at least one video was stored (or nothing was left to do), 1 otherwise. The
+    output paths, the device and the videos folder are checked before any work (``UserError``:
+    a missing or read-only output folder, an output that is a folder or a special file, an
+    absent GPU, a folder without videos).
     """
     out = Path(out)
     shard = Shard.from_env()
+    for path in {out, *shard_paths(out, shard.world)}:
+        check_output(path)
+    device = resolve_device(options.device, shard.local_rank)
     sources = list_videos(Path(videos), dataset, Path(mapping) if mapping else None)
     if not sources:
-        log.error("no %s videos found under %s", dataset, videos)
-        return 1
+        raise MissingInput(
+            f"no {dataset} videos found under {videos}: check --videos (and --dataset; "
+            "'folder' lists every video file)"
+        )
     mine = shard.select(sources)
     if shard.world > 1:
         log.info("rank %d of %d: %d of %d videos", shard.rank, shard.world, len(mine), len(sources))
@@ -60,7 +69,7 @@ def run_extraction(
         if weights is None:
             raise InvalidInput("pass --weights DIR (converted weights) or --random-weights")
         networks = FeatureNetworks.load(config, weights)
-    options = replace(options, device=str(resolve_device(options.device, shard.local_rank)))
+    options = replace(options, device=str(device))
     store = shard.store_path(out)
     summary = extract_features(mine, store, config, networks, options)
     rate = summary.sampled_frames / summary.seconds if summary.seconds else 0.0

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from masn.errors import InvalidInput, MissingInput, UnknownName
-from masn.extract.decode import iter_frames
+from masn.extract.decode import check_decoder, iter_frames
 from masn.extract.store import FeatureStore, VideoRecord
 from masn.extract.vocab import attribute_names, object_names
 
@@ -93,6 +93,7 @@ def draw(record: VideoRecord, frames: np.ndarray, out: Path, columns: int = 4) -
 
 def show(video: str, store_path: str | Path, out: str | Path, decoder: str = "pyav") -> Path:
     """Draws ``video`` (key or path) from the store at ``store_path`` into the PNG ``out``."""
+    check_decoder(decoder)
     with FeatureStore(store_path) as store:
         key = find_video(store, video)
         record = store.read(key)
