@@ -1,4 +1,5 @@
-"""Test videos written with PyAV: flat-grey-coded pictures, GIFs, VFR stamps, audio-only files.
+"""Test videos written with PyAV: flat-grey-coded pictures, GIFs, VFR stamps, audio-only files,
+and the odd files users have: rotated phone clips, tiny frames, absurd declared frame rates.
 
 Each picture's left half is a flat grey whose level encodes the source frame index, so a test
 can tell which source frame was chosen.
@@ -6,11 +7,13 @@ can tell which source frame was chosen.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 
 WIDTH, HEIGHT = 160, 120
@@ -50,13 +53,17 @@ def write_clip(
     container_format: str | None = None,
     options: dict[str, str] | None = None,
     noise: bool = False,
+    rotation: int = 0,
 ) -> Clip:
-    """Encode pictures 0.. at pts ``stamps`` (units of 1/rate s)."""
+    """Encode pictures 0.. at pts ``stamps`` (units of 1/rate s); ``rotation``: display matrix
+    rotation in degrees counter-clockwise (as a phone records a portrait clip)."""
     rng = np.random.default_rng(0)
     with av.open(str(path), "w", format=container_format, options=options or {}) as container:
         stream = container.add_stream(codec, rate=rate)
         stream.width, stream.height = WIDTH, HEIGHT
         stream.pix_fmt = "yuv420p"
+        if rotation:
+            stream.set_display_rotation(rotation)
         for index, stamp in enumerate(stamps):
             image = picture(index)
             if noise:
@@ -101,3 +108,28 @@ def write_audio(path: Path) -> None:
 def vfr_stamps(count: int) -> list[int]:
     """Alternating 1/30 s and 1/10 s gaps, in units of 1/90 s."""
     return [0, *np.cumsum([3 if i % 2 == 0 else 9 for i in range(count - 1)]).tolist()]
+
+
+def write_sized(path: Path, width: int, height: int, count: int = 5, rate: int = 25) -> Path:
+    """An H.264 clip of ``count`` pictures scaled to any size (odd and 1-pixel sides too)."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=rate)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv444p"
+        for index in range(count):
+            image = cv2.resize(picture(index), (width, height), interpolation=cv2.INTER_AREA)
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts, frame.time_base = index, Fraction(1, rate)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path
+
+
+def write_absurd_rate_avi(path: Path, count: int = 10) -> Path:
+    """An MPEG-4 AVI whose header declares 4e9 frames per second (dwRate / dwScale)."""
+    write_clip(path, "mpeg4", 25, list(range(count)))
+    data = bytearray(path.read_bytes())
+    header = data.find(b"strh")
+    # strh: size, fccType, fccHandler, flags, priority + language, initial frames, then scale, rate
+    struct.pack_into("<II", data, header + 8 + 4 + 4 + 4 + 4 + 4, 1, 4_000_000_000)
+    path.write_bytes(bytes(data))
+    return path

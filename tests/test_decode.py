@@ -10,17 +10,28 @@ import sys
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import pytest
 
-from masn.extract.decode import DecodedVideo, DecodeError, decode_video, iter_frames, probe
+from masn.errors import InvalidInput
+from masn.extract.decode import (
+    DecodedVideo,
+    DecodeError,
+    check_decoder,
+    decode_video,
+    iter_frames,
+    probe,
+)
 from masn.extract.frames import TIME_TOLERANCE, select_frames
 from tests.media import (
     HEIGHT,
     WIDTH,
     Clip,
+    picture,
     source_index,
     vfr_stamps,
+    write_absurd_rate_avi,
     write_audio,
     write_clip,
     write_gif,
@@ -42,6 +53,14 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Clip | Path]:
         "one": write_clip(folder / "one.mp4", "libx264", 25, [0]),
         "raw": write_clip(folder / "raw.h264", "libx264", 25, list(range(10)), "h264"),
     }
+    clips["absurd.avi"] = write_absurd_rate_avi(folder / "absurd.avi")
+    for degrees in (90, -90, 180):
+        clips[f"rotated{degrees}"] = write_clip(
+            folder / f"rotated{degrees}.mp4", "libx264", 25, list(range(10)), rotation=degrees
+        )
+    for name, extension in (("png.mp4", ".png"), ("jpeg.mp4", ".jpg")):
+        clips[name] = folder / name
+        clips[name].write_bytes(cv2.imencode(extension, picture(3)[:, :, ::-1])[1].tobytes())
     if "libvpx" in av.codecs_available:
         clips["webm"] = write_clip(folder / "vp8.webm", "libvpx", 25, list(range(30)))
 
@@ -283,3 +302,44 @@ def test_backends_agree_on_a_real_video(shared_dir: Path):
     ours, theirs = decode_video(path), decode_video(path, backend="decord")
     np.testing.assert_allclose(theirs.times, ours.times, atol=1e-5)
     assert theirs.frames.shape == ours.frames.shape == (32, 720, 1280, 3)
+
+
+def test_absurd_declared_frame_rate_keeps_the_first_frame(media):
+    # 4e9 fps in the AVI header: all ten frames fall within the first millisecond.
+    video = decode_video(media["absurd.avi"])
+    assert video.frames.shape == (1, HEIGHT, WIDTH, 3)
+    assert video.times.tolist() == [0.0]
+    assert source_index(video.frames[0]) == 0
+
+
+@pytest.mark.parametrize("name", ["png.mp4", "jpeg.mp4"])
+def test_an_image_named_mp4_is_a_one_frame_video(media, name):
+    video = decode_video(media[name])
+    assert video.frames.shape == (1, HEIGHT, WIDTH, 3)
+    assert source_index(video.frames[0]) == 3
+
+
+@pytest.mark.parametrize("backend", ["pyav", "decord"])
+@pytest.mark.parametrize("degrees", [90, -90, 180])
+def test_rotation_metadata_turns_frames_upright(media, degrees, backend):
+    if backend == "decord":
+        pytest.importorskip("decord")
+    source = clip(media, f"rotated{degrees}")
+    video = decode_video(source.path, backend=backend)
+    turns = (degrees // 90) % 4
+    portrait = turns % 2 == 1
+    assert (video.width, video.height) == ((HEIGHT, WIDTH) if portrait else (WIDTH, HEIGHT))
+    assert video.frames.shape[1:] == (video.height, video.width, 3)
+    # Counter-clockwise display rotation: turning back clockwise restores the coded picture.
+    assert [source_index(np.rot90(f, -turns)) for f in video.frames] == select_frames(source.pts)
+    with av.open(str(source.path)) as container:  # the players' view of the same file
+        assert next(container.decode(video=0)).rotation % 360 == degrees % 360
+
+
+def test_decoder_choice_is_checked_before_decoding(monkeypatch):
+    check_decoder("pyav")
+    with pytest.raises(InvalidInput, match="pyav, decord"):
+        check_decoder("opencv")
+    monkeypatch.setitem(sys.modules, "decord", None)
+    with pytest.raises(InvalidInput, match=r"pip install decord"):
+        check_decoder("decord")

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import nms, roi_pool
 
+from masn.errors import InvalidInput
 from masn.extract.detector import (
     PIXEL_MEANS_BGR,
     BoxHead,
@@ -241,3 +242,51 @@ def test_detector_outputs_exactly_ten_boxes_inside_the_frame():
     assert first.object_labels.max() < 1600 and first.attribute_labels.max() < 400
     for name, value in vars(first).items():
         assert torch.equal(value, getattr(again, name)), name
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"min_size": 0}, "min_size must be a whole number >= 1"),
+        ({"max_size": -5}, "max_size must be a whole number >= 1"),
+        ({"post_nms_top_n": 0}, r"proposals \(post_nms_top_n\) must be"),
+        ({"boxes": 0}, "boxes must be"),
+        ({"min_size": 800, "max_size": 600}, "larger than max_size"),
+        ({"rpn_nms": 1.5}, r"rpn_nms must lie in \[0, 1\]"),
+    ],
+)
+def test_detector_settings_are_checked_when_built(settings, message):
+    with pytest.raises(InvalidInput, match=message):
+        DetectorConfig(**settings)
+
+
+@pytest.fixture(scope="module")
+def tiny_detector() -> Detector:
+    torch.manual_seed(0)
+    return Detector(DetectorConfig(min_size=32, max_size=64, post_nms_top_n=4)).eval()
+
+
+@pytest.mark.parametrize(("height", "width"), [(1, 1), (9, 17), (2000, 16), (20000, 1)])
+def test_frames_smaller_than_the_detector_takes_give_boxes_inside_them(
+    tiny_detector, height, width
+):
+    image, scale = preprocess(np.full((height, width, 3), 90, np.uint8), tiny_detector.config)
+    assert min(image.shape[1:]) >= 1  # 16 x 2000 at a 64-pixel cap: 1 pixel wide, not 0
+    with torch.no_grad():
+        found = tiny_detector(torch.from_numpy(image)[None], [scale])
+    assert found.boxes.shape == (1, 10, 4) and torch.isfinite(found.features).all()
+    x1, y1, x2, y2 = found.boxes[0].unbind(-1)
+    assert (x1 >= 0).all() and (y1 >= 0).all() and (x2 >= x1).all() and (y2 >= y1).all()
+    assert (x2 <= width).all() and (y2 <= height).all()
+
+
+def test_rpn_keeps_every_proposal_of_a_frame_under_sixteen_pixels(tiny_detector):
+    # 17 x 9 at the paper's 600/1000: scale 58.8, so the 16-pixel minimum is 941 resized
+    # pixels while the image is 529 high: the filter alone would leave no proposal.
+    image, scale = preprocess(np.zeros((9, 17, 3), np.uint8), DetectorConfig())
+    assert image.shape[1:] == (529, 1000)
+    features = torch.zeros(1, 1024, 34, 63)
+    with torch.no_grad():
+        (proposals,) = tiny_detector.proposals(features, image.shape[1:], [scale])
+    assert 0 < len(proposals) <= tiny_detector.config.post_nms_top_n
+    assert (proposals[:, 2] <= 999).all() and (proposals[:, 3] <= 528).all()

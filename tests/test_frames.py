@@ -222,3 +222,14 @@ def test_clip_positions_reject_a_centre_outside_the_stream():
         clip_positions(5, 5)
     with pytest.raises(ValueError):
         clip_positions(0, 0)
+
+
+def test_stream_within_the_first_millisecond_keeps_its_first_frame():
+    # A header declaring ~2e9 fps: every frame lies before the first target's tolerance.
+    pts = [i / 2_147_483_647 for i in range(10)]
+    assert end_time(pts) < TIME_TOLERANCE
+    assert select_frames(pts) == [0]
+    assert stream(pts) == [0]
+    assert select_frames(list(reversed(pts))) == [9]  # the first in time
+    # An explicit duration is obeyed as given.
+    assert select_frames(pts, duration=0.0) == [] and stream(pts, duration=0.0) == []

@@ -261,14 +261,6 @@ def _decord_reason(error: Exception) -> str:
     return re.sub(r"^\[[^\]]*\]\s*\S+:\d+:\s*", "", first)
 
 
-def _first_frame_turns(path: Path) -> int:
-    """Quarter turns of the video's first frame (decord ignores the display matrix)."""
-    with av.open(str(path)) as container:
-        for frame in container.decode(video=0):
-            return quarter_turns(frame.rotation)
-    return 0
-
-
 def _iter_decord(
     path: Path, fps: float, progress: _Progress, max_frames: int | None
 ) -> Iterator[tuple[float, np.ndarray]]:
@@ -281,10 +273,6 @@ def _iter_decord(
     if info.container == "gif":
         raise DecodeError(refusal)
     progress.source_fps = info.source_fps
-    try:
-        turns = _first_frame_turns(path)
-    except av.FFmpegError as error:
-        raise DecodeError(f"truncated or corrupt: {_ffmpeg_reason(error)}") from error
     try:
         reader = decord.VideoReader(str(path), ctx=decord.cpu(0))
     except decord.DECORDError as error:
@@ -313,10 +301,9 @@ def _iter_decord(
             progress.duration = end_time(stamps, fps)
         for start in range(0, len(chosen), _DECORD_CHUNK):
             batch = chosen[start : start + _DECORD_CHUNK]
-            frames = reader.get_batch(batch).asnumpy()
+            frames = reader.get_batch(batch).asnumpy()  # decord turns them upright itself
+            progress.height, progress.width = frames.shape[1:3]
             for index, frame in zip(batch, frames, strict=True):
-                frame = upright(frame, turns)
-                progress.height, progress.width = frame.shape[:2]
                 yield float(stamps[index]), frame
     except decord.DECORDError as error:
         raise DecodeError(f"truncated or corrupt: {_decord_reason(error)}") from error
