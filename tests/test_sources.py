@@ -7,10 +7,12 @@ import logging
 import os
 from importlib import resources
 from pathlib import Path
+from urllib.parse import unquote_to_bytes
 
 import pytest
 
-from masn.extract.sources import VideoSource, list_videos, load_msvd_mapping
+from masn.errors import InvalidInput
+from masn.extract.sources import VideoSource, escape_name, list_videos, load_msvd_mapping
 
 MAPPING_SHA256 = "28ad09f8b345eab9722cfeb2e43fe011689c9a1bdb2a10eb75f3801cc24508d7"
 
@@ -132,3 +134,55 @@ def test_empty_listing_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture):
     with caplog.at_level(logging.WARNING):
         assert list_videos(tmp_path, "tgif") == []
     assert "no tgif videos" in caplog.text
+
+
+def test_names_that_are_not_utf8_get_reversible_escaped_keys(tmp_path: Path):
+    names = [b"caf\xe9 50%.mp4", b"sub\xff/\xc3\xa9t\xe9.gif", "été 100%.mp4".encode()]
+    for name in names:
+        path = os.path.join(os.fsencode(tmp_path), name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        open(path, "wb").close()
+    sources = list_videos(tmp_path, "folder")
+    found = {source.key: source.path for source in sources}
+    assert set(found) == {"caf%E9 50%25.mp4", "sub%FF/ét%E9.gif", "été 100%.mp4"}
+    for key, path in found.items():
+        key.encode("utf-8")  # HDF5 and JSON take it
+        assert path.exists()
+        if key != "été 100%.mp4":  # valid UTF-8 names keep their keys as they are
+            assert unquote_to_bytes(key) == os.fsencode(path.relative_to(tmp_path))
+    assert escape_name("plain 100%.mp4") == "plain 100%.mp4"
+    assert keys(list_videos(tmp_path / "sub\udcff", "tgif")) == ["ét%E9"]
+
+
+def test_unreadable_subfolders_are_named_in_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+):
+    touch(tmp_path, "ok/a.mp4", "locked/b.mp4", "also/locked/c.mp4", "d.mp4")
+    scandir = os.scandir
+    locked = {str(tmp_path / "locked"), str(tmp_path / "also" / "locked")}
+
+    def refusing(path):  # what chmod 000 does to a non-root user
+        if os.fspath(path) in locked:
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refusing)
+    with caplog.at_level(logging.WARNING):
+        assert keys(list_videos(tmp_path, "folder")) == ["d.mp4", "ok/a.mp4"]
+    assert "could not read 2 folder(s)" in caplog.text
+    assert "also/locked (Permission denied)" in caplog.text and "locked (Permission" in caplog.text
+    locked.add(str(tmp_path))
+    with pytest.raises(InvalidInput, match="cannot read the videos folder"):
+        list_videos(tmp_path, "folder")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads chmod-000 folders")
+def test_a_chmod_000_subfolder_is_warned_about(tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    touch(tmp_path, "ok.mp4", "private/secret.mp4")
+    (tmp_path / "private").chmod(0)
+    try:
+        with caplog.at_level(logging.WARNING):
+            assert keys(list_videos(tmp_path, "folder")) == ["ok.mp4"]
+    finally:
+        (tmp_path / "private").chmod(0o755)
+    assert "could not read 1 folder(s)" in caplog.text and "private" in caplog.text

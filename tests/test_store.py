@@ -16,13 +16,16 @@ import h5py
 import numpy as np
 import pytest
 
+from masn.errors import InUse, InvalidInput, MissingInput
 from masn.extract.official_layout import OFFICIAL_FILES, export_official, import_official
 from masn.extract.store import (
     FIELDS,
     REQUIRED_FIELDS,
+    DamagedStore,
     FeatureStore,
     StoreWriter,
     VideoRecord,
+    check_output,
     merge_stores,
 )
 
@@ -437,3 +440,149 @@ def test_sigkill_loses_only_videos_in_flight(tmp_path):
     assert set(written) == expected - done and len(written) == len(set(written))
     with FeatureStore(path) as store:
         assert set(store.keys()) == expected
+
+
+def _arrays(record: VideoRecord) -> dict[str, np.ndarray]:
+    return {name: getattr(record, name) for name in FIELDS if getattr(record, name) is not None}
+
+
+def _metadata(record: VideoRecord) -> dict:
+    names = ("path", "width", "height", "source_fps", "duration", "frames")
+    return {name: getattr(record, name) for name in names}
+
+
+def test_a_part_written_block_by_block_equals_a_whole_record(tmp_path):
+    record = synthetic_record("streamed.mp4", frames=7)
+    rows = _arrays(record)
+    with StoreWriter(tmp_path / "s.h5", CONFIG, WEIGHTS) as writer:
+        part = writer.begin(record.key)
+        for start, stop in ((0, 3), (3, 4), (4, 7)):
+            part.append({name: array[start:stop] for name, array in rows.items()})
+        assert writer.done_keys() == set()  # not a committed video yet
+        part.commit(**_metadata(record))
+        assert writer.done_keys() == {record.key}
+        assert sorted(p.name for p in writer.parts_dir.iterdir()) == [
+            ".lock",
+            "provenance.json",
+            "streamed.mp4.h5",
+        ]
+        writer.consolidate()
+    with FeatureStore(tmp_path / "s.h5") as store:
+        assert_same(store.read(record.key), record)
+    with h5py.File(tmp_path / "s.h5", "r") as file:
+        group = file["videos/streamed.mp4"]
+        assert all(group[name].chunks is None for name in group)  # contiguous, as before
+
+
+def test_an_aborted_or_inconsistent_part_leaves_nothing(tmp_path):
+    record = synthetic_record("a", frames=4)
+    rows = _arrays(record)
+    with StoreWriter(tmp_path / "s.h5", CONFIG, WEIGHTS) as writer:
+        with writer.begin("a") as part:
+            part.append({name: array[:2] for name, array in rows.items()})
+            assert any(p.suffix == ".tmp" for p in writer.parts_dir.iterdir())
+        with pytest.raises(ValueError, match="inconsistent shapes"), writer.begin("a") as part:
+            part.append({name: array[:2] for name, array in rows.items()})
+            part.append({**rows, "appearance": rows["appearance"][:, :16]})
+        with pytest.raises(ValueError, match="no sampled frames"), writer.begin("a") as part:
+            part.commit(**_metadata(record))
+        assert not any(p.suffix == ".tmp" for p in writer.parts_dir.iterdir())
+        assert writer.done_keys() == set()
+
+
+def test_a_path_that_is_not_utf8_survives_the_store(tmp_path):
+    record = synthetic_record("caf%E9.mp4")
+    record.path = os.fsdecode(b"/videos/caf\xe9.mp4")
+    path = tmp_path / "s.h5"
+    with StoreWriter(path, CONFIG, WEIGHTS) as writer:
+        writer.write(record)
+        writer.consolidate()
+    with FeatureStore(path) as store:
+        assert os.fsencode(store.read("caf%E9.mp4").path) == b"/videos/caf\xe9.mp4"
+
+
+def _damage(path: Path, how: str) -> None:
+    if how == "truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif how == "emptied":
+        path.write_bytes(b"")
+    else:
+        path.write_text("notes about the features\n")
+
+
+@pytest.mark.parametrize("how", ["truncated", "emptied", "text"])
+def test_a_damaged_store_is_one_line_for_readers(tmp_path, how):
+    path = write_store(tmp_path / "s.h5", KEYS[:2])
+    _damage(path, how)
+    with pytest.raises(DamagedStore, match=r"s\.h5 is damaged or not an HDF5 file") as caught:
+        FeatureStore(path)
+    assert "\n" not in str(caught.value) and "masn extract" in str(caught.value)
+    with pytest.raises(InvalidInput, match="is damaged"):
+        merge_stores([path], tmp_path / "merged.h5")
+
+
+@pytest.mark.parametrize("how", ["truncated", "text"])
+def test_a_writer_moves_a_damaged_store_aside_and_keeps_the_parts(tmp_path, how, caplog):
+    path = write_store(tmp_path / "s.h5", KEYS[:2])
+    with StoreWriter(path, CONFIG, WEIGHTS) as writer:
+        writer.write(synthetic_record(KEYS[2]))  # committed, not consolidated
+    _damage(path, how)
+    damaged = path.read_bytes()
+    with caplog.at_level("WARNING"), StoreWriter(path, CONFIG, WEIGHTS) as writer:
+        assert writer.done_keys() == {KEYS[2]}  # the videos only in the damaged file are redone
+        writer.write(synthetic_record(KEYS[0]))
+        writer.consolidate()
+    (aside,) = tmp_path.glob("s.h5.corrupt-*")
+    assert aside.read_bytes() == damaged
+    assert "is damaged" in caplog.text and str(aside) in caplog.text
+    with FeatureStore(path) as store:
+        assert sorted(store.keys()) == sorted([KEYS[0], KEYS[2]])
+        assert_same(store.read(KEYS[2]), synthetic_record(KEYS[2]))
+
+
+def test_a_foreign_hdf5_file_is_refused_not_moved(tmp_path):
+    path = tmp_path / "s.h5"
+    with h5py.File(path, "w") as file:
+        file["x"] = [1, 2, 3]
+    with pytest.raises(InvalidInput, match="not a MASN feature store"):
+        StoreWriter(path, CONFIG, WEIGHTS)
+    assert path.exists() and not list(tmp_path.glob("*.corrupt-*"))
+
+
+def test_output_paths_are_checked_before_any_work(tmp_path):
+    check_output(tmp_path / "fine.h5")
+    with pytest.raises(InvalidInput, match="is a folder; give a file path such as"):
+        check_output(tmp_path)
+    with pytest.raises(InvalidInput, match="not a regular file"):
+        check_output(Path("/dev/null"))
+    with pytest.raises(MissingInput, match="does not exist; create it first"):
+        check_output(tmp_path / "nowhere" / "s.h5")
+    with (
+        StoreWriter(tmp_path / "busy.h5", CONFIG, WEIGHTS),
+        pytest.raises(InUse, match="another process is writing"),
+    ):
+        check_output(tmp_path / "busy.h5")
+    assert not list(tmp_path.glob(".*probe*"))
+
+
+def test_a_read_only_output_folder_is_refused(tmp_path):
+    if os.geteuid() == 0:  # chmod does not stop root; sysfs refuses even root
+        folder = Path("/sys")
+        if not folder.is_dir() or _can_create(folder):
+            pytest.skip("no folder here refuses root")
+    else:
+        folder = tmp_path / "read-only"
+        folder.mkdir(mode=0o555)
+    with pytest.raises(InvalidInput, match="does not accept new files"):
+        check_output(folder / "s.h5")
+    with pytest.raises(InvalidInput, match="does not accept new files"):
+        StoreWriter(folder / "s.h5", CONFIG, WEIGHTS)
+
+
+def _can_create(folder: Path) -> bool:
+    try:
+        (folder / f".probe.{os.getpid()}").touch()
+    except OSError:
+        return False
+    (folder / f".probe.{os.getpid()}").unlink()
+    return True
