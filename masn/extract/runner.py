@@ -529,23 +529,29 @@ class _Run:
         self._finish_if_complete(key)
 
     def _collect(self, results: Iterator[Result]) -> None:
+        """Routes a batch's rows to their videos, then hands each video's next rows (those in
+        position order) to the writer as one block."""
+        touched: dict[str, None] = {}
         for result in results:
             if isinstance(result, _NetworkFailure):
                 self._fail(result.key, "network", result.reason)
                 continue
             item, row = result
-            if item.key in self.failed:
+            if item.key not in self.failed:
+                self.videos[item.key].waiting[item.position] = row
+                touched[item.key] = None
+        for key in touched:
+            video = self.videos.get(key)
+            if video is None:  # failed meanwhile
                 continue
-            video = self.videos[item.key]
-            video.waiting[item.position] = row
             block = []
             while video.written in video.waiting:
                 block.append(video.waiting.pop(video.written))
                 video.written += 1
             if block:
                 arrays = {name: np.stack([row[name] for row in block]) for name in block[0]}
-                self.background.put(_Rows(item.key, arrays))
-            self._finish_if_complete(item.key)
+                self.background.put(_Rows(key, arrays))
+            self._finish_if_complete(key)
 
     def _finish_if_complete(self, key: str) -> None:
         video = self.videos[key]
