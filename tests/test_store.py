@@ -557,6 +557,9 @@ def test_output_paths_are_checked_before_any_work(tmp_path):
         check_output(Path("/dev/null"))
     with pytest.raises(MissingInput, match="does not exist; create it first"):
         check_output(tmp_path / "nowhere" / "s.h5")
+    shard = write_store(tmp_path / "shard.h5", ["a"])
+    with pytest.raises(InvalidInput, match="is a folder"):
+        merge_stores([shard], tmp_path)
     with (
         StoreWriter(tmp_path / "busy.h5", CONFIG, WEIGHTS),
         pytest.raises(InUse, match="another process is writing"),

@@ -939,6 +939,7 @@ def merge_stores(
     out_path = Path(out_path)
     if not shard_paths:
         raise InvalidInput("merge_stores needs at least one shard")
+    check_output(out_path)
     shards = [FeatureStore(path) for path in shard_paths]
     try:
         if any(out_path.resolve() == shard.path.resolve() for shard in shards):
