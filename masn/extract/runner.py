@@ -42,7 +42,7 @@ from masn.extract.decode import check_decoder
 from masn.extract.inputs import FrameInputs, Stage, VideoDone, VideoFailed, unexpected, video_inputs
 from masn.extract.networks import FeatureNetworks, FrameFeatures
 from masn.extract.sources import VideoSource
-from masn.extract.store import PartWriter, StoreWriter, VideoRecord, check_output
+from masn.extract.store import PartWriter, StoreWriter, VideoRecord
 
 log = logging.getLogger(__name__)
 
@@ -433,7 +433,6 @@ def extract_features(
     """Extracts every video of ``sources`` not yet in ``store``; see the module docstring."""
     store = Path(store)
     device = resolve_device(options.device)
-    check_output(store)
     summary = RunSummary(store=store, failures=failures_path(store))
     started = time.perf_counter()
     with StoreWriter(store, config.to_dict(), networks.weights, config.feature_dtype) as writer:
@@ -479,7 +478,7 @@ class _Run:
         failures: FailureLog,
         summary: RunSummary,
     ):
-        self.todo, self.config, self.options = todo, config, options
+        self.todo, self.config = todo, config
         self.writer, self.failures, self.summary = writer, failures, summary
         self.batcher = _Batcher(networks, device, options.batch_size)
         self.loader = DataLoader(
@@ -507,10 +506,10 @@ class _Run:
                     self._fail(item.source.key, item.stage, item.reason)
                 self._outcomes()
             self._collect(self.batcher.flush())
-            for key, video in list(self.videos.items()):
-                if video.done is not None and video.written < video.done.sampled:
-                    reason = f"{video.written} of {video.done.sampled} sampled frames came back"
-                    self._fail(key, "sample", unexpected(RuntimeError(reason)))
+            for key, video in list(self.videos.items()):  # none, unless something is amiss
+                wanted = "?" if video.done is None else video.done.sampled
+                reason = f"{video.written} of {wanted} sampled frames came back"
+                self._fail(key, "sample", unexpected(RuntimeError(reason)))
             self.background.close()
             self._outcomes()
         finally:
