@@ -196,10 +196,13 @@ def test_leftovers_of_a_crash_are_cleaned_and_ignored(tmp_path):
     parts = tmp_path / "s.h5.parts"
     stale_part = parts / f".{'half%2Fwritten'}.99999999.tmp"
     stale_part.write_bytes(b"\x89HDF\r\n half a video")
-    stale_store = tmp_path / "s.h5.tmp.99999999"
+    stale_store = tmp_path / ".s.h5.99999999.tmp"  # masn.atomic's name for a killed pid 99999999
     stale_store.write_bytes(b"\x89HDF\r\n half a store")
+    stale_staging = parts / ".half%2Fwritten.99999999.appearance.tmp"  # a streamed video's rows
+    stale_staging.write_bytes(b"rows")
     with StoreWriter(path, CONFIG, WEIGHTS) as writer:
         assert not stale_part.exists() and not stale_store.exists()
+        assert not stale_staging.exists()
         assert writer.done_keys() == set(KEYS[:3])
         writer.consolidate()
     assert not parts.exists()

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import queue
 import re
 import threading
@@ -36,6 +35,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm import tqdm
 
+from masn.atomic import write_text
 from masn.errors import InvalidInput
 from masn.extract.config import ExtractionConfig
 from masn.extract.decode import check_decoder
@@ -184,12 +184,7 @@ class FailureLog:
         if not self.entries:
             self.path.unlink(missing_ok=True)
             return
-        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        with temporary.open("w", encoding="utf-8") as file:
-            file.writelines(json.dumps(entry) + "\n" for entry in self.entries.values())
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, self.path)
+        write_text(self.path, "".join(json.dumps(entry) + "\n" for entry in self.entries.values()))
 
 
 class _VideoInputs(IterableDataset):

@@ -45,6 +45,7 @@ from urllib.parse import quote, unquote
 import h5py
 import numpy as np
 
+from masn.atomic import fsync, remove_stale_temporaries, replacing, write_text
 from masn.errors import InUse, InvalidInput, MissingInput, UnknownName
 
 log = logging.getLogger(__name__)
@@ -315,54 +316,12 @@ def init_store(file: h5py.File, provenance: Provenance, dtype: FeatureDtype) -> 
     return file.create_group("videos")
 
 
-def _fsync(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _remove_dead_temporaries(path: Path) -> None:
-    """Removes ``<path>.tmp.<pid>`` files of processes that no longer run."""
-    prefix = f"{path.name}.tmp."
-    for entry in os.scandir(path.parent):
-        pid = entry.name[len(prefix) :]
-        if entry.name.startswith(prefix) and pid.isdigit() and not _pid_alive(int(pid)):
-            log.info("removing %s, left by an interrupted run", entry.path)
-            Path(entry.path).unlink(missing_ok=True)
-
-
 @contextlib.contextmanager
 def atomic_hdf5(path: str | os.PathLike[str]) -> Iterator[h5py.File]:
-    """A new HDF5 file that replaces ``path`` only once complete and on disk.
-
-    Written as ``<path>.tmp.<pid>``, fsynced, then renamed over ``path``; on error the temporary
-    file is removed, and one left by a killed process is removed by the next call.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_dead_temporaries(path)
-    temporary = path.with_name(f"{path.name}.tmp.{os.getpid()}")
-    try:
-        with h5py.File(temporary, "w", locking=False) as file:
-            yield file
-        _fsync(temporary)
-        os.replace(temporary, path)
-        _fsync(path.parent)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    """A new HDF5 file that replaces ``path`` only once complete and on disk
+    (``masn.atomic.replacing``: temporary name, fsync, rename; leftovers of killed runs go)."""
+    with replacing(path) as temporary, h5py.File(temporary, "w", locking=False) as file:
+        yield file
 
 
 def check_output(path: str | os.PathLike[str]) -> None:
@@ -490,16 +449,18 @@ class PartWriter:
             )
         for handle in self._staged.values():
             handle.close()
-        temporary = Path(f"{self._prefix}.tmp")
         metadata = {"path": path, "width": width, "height": height, "source_fps": source_fps}
         metadata |= {"duration": duration, "frames": frames}
+        # Not masn.atomic.replacing: its scan of the folder for stale files would grow with
+        # the number of parts; the writer clears the parts folder's temporaries once instead.
+        temporary = Path(f"{self._prefix}.h5.tmp")
         try:
             with h5py.File(temporary, "w", locking=False) as file:
                 group = file.create_group("videos").create_group(escape_key(self.key))
                 for name, (dtype, shape) in self._fields.items():
                     _copy_staged(self._staging(name), group, name, dtype, (self.rows, *shape))
                 _write_metadata(group, self.key, metadata)
-            _fsync(temporary)
+            fsync(temporary)
             os.replace(temporary, self._final)
         except BaseException:
             temporary.unlink(missing_ok=True)
@@ -567,7 +528,7 @@ class StoreWriter:
             for stale in self.parts_dir.glob(".*.tmp"):
                 log.info("removing %s, left by an interrupted run", stale)
                 stale.unlink()
-            _remove_dead_temporaries(self.path)
+            remove_stale_temporaries(self.path)
             self._set_aside_if_damaged()
             self._check_origin()
             self._done = set(self._parts()) | set(_store_keys(self.path))
@@ -671,7 +632,7 @@ class StoreWriter:
             stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
             aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
             os.replace(self.path, aside)
-            _fsync(self.path.parent)
+            fsync(self.path.parent)
             log.warning(
                 "%s is damaged (%s): moved it to %s; rebuilding the store from the committed "
                 "parts (videos that were only in it are extracted again)",
@@ -700,11 +661,8 @@ class StoreWriter:
                     "output path (or delete the old store and its .parts folder to start over)"
                 )
         if not record.exists():
-            text = json.dumps({**self.provenance.__dict__, "feature_dtype": self.dtype})
-            temporary = self.parts_dir / f".provenance.json.{os.getpid()}.tmp"
-            temporary.write_text(text)
-            _fsync(temporary)
-            os.replace(temporary, record)
+            saved = {**self.provenance.__dict__, "feature_dtype": self.dtype}
+            write_text(record, json.dumps(saved))
 
     def _parts_created(self) -> str:
         return json.loads((self.parts_dir / "provenance.json").read_text())["created"]
