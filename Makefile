@@ -55,6 +55,7 @@ bench: $(STAMP)
 	$(BIN)/masn bench model
 	$(BIN)/masn bench train
 	$(BIN)/masn bench extract
+	$(BIN)/masn bench memory
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

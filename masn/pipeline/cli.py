@@ -38,7 +38,9 @@ def _extract(args: argparse.Namespace) -> int:
         feature_dtype=args.feature_dtype,
     )
     workers = args.workers if args.workers is not None else default_workers(Shard.from_env())
-    options = RunOptions(args.device, args.batch_size, workers, args.decoder)
+    options = RunOptions(
+        args.device, args.batch_size, workers, args.decoder, retry_failed=args.retry_failed
+    )
     weights = args.weights if args.weights is not None else cache_dir()
     return run_extraction(
         args.videos,
@@ -90,6 +92,11 @@ def _add_extract(commands: argparse._SubParsersAction) -> None:
     extract.add_argument(
         "--merge", type=Path, nargs="+", metavar="SHARD", help="only join shard stores into --out"
     )
+    extract.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="also retry videos that already failed twice (see OUT.failures.jsonl)",
+    )
     extract.set_defaults(run=_extract)
 
 
@@ -108,7 +115,9 @@ def _weights_list(args: argparse.Namespace) -> int:
 def _add_weights(commands: argparse._SubParsersAction) -> None:
     weights = commands.add_parser("weights", help="published weights: download, verify, convert")
     actions = weights.add_subparsers(dest="action", metavar="ACTION", required=True)
-    cache_help = "cache folder (default: $MASN_WEIGHTS_DIR or weights/cache)"
+    cache_help = (
+        "cache folder (default: $MASN_WEIGHTS_DIR, else $XDG_CACHE_HOME/masn, else ~/.cache/masn)"
+    )
     fetch = actions.add_parser(
         "fetch", help="download (resumable), verify and convert; default: the paper's set"
     )
@@ -461,6 +470,14 @@ def _bench_extract(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_memory(args: argparse.Namespace) -> int:
+    from masn.extract.bench import run_memory_bench
+
+    report = run_memory_bench(minutes=tuple(args.minutes))
+    print(json.dumps(report, indent=2))
+    return 0 if report["bounded"] else 1
+
+
 def _add_bench(commands: argparse._SubParsersAction) -> None:
     bench = commands.add_parser("bench", help="benchmarks that print JSON")
     benches = bench.add_subparsers(dest="bench", metavar="BENCH", required=True)
@@ -530,6 +547,16 @@ def _add_bench(commands: argparse._SubParsersAction) -> None:
     extraction.add_argument("--workers", type=int, default=2)
     extraction.add_argument("--precision", choices=["fp32", "bf16"], help="default: bf16 on GPU")
     extraction.set_defaults(run=_bench_extract)
+
+    memory = benches.add_parser(
+        "memory",
+        help="extraction peak RSS (process tree) for a 1-minute and a 30-minute video",
+        description="Extracts generated low-res videos with stand-in networks of the real output "
+        "shapes and reports the peak memory of the whole process tree; exit 1 if the longest "
+        "video needs more than 1.2 x the shortest.",
+    )
+    memory.add_argument("--minutes", type=float, nargs="+", default=[1.0, 30.0])
+    memory.set_defaults(run=_bench_memory)
 
 
 def build_parser() -> argparse.ArgumentParser:
