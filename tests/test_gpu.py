@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from masn.model import MASN, MASNConfig
-from masn.pipeline.bench import PAPER_CASES, SHAPES, synthetic_batch
+from masn.pipeline.benchmarks.model_step import PAPER_CASES, SHAPES, synthetic_batch
 
 pytestmark = pytest.mark.gpu
 
@@ -61,12 +61,12 @@ def test_training_step_never_waits_for_the_gpu(case):
 
 def test_cuda_extraction_matches_cpu(tmp_path):
     from masn.extract.bench import write_video
-    from masn.extract.config import ExtractionConfig
-    from masn.extract.detector import DetectorConfig
-    from masn.extract.networks import FeatureNetworks
-    from masn.extract.runner import RunOptions, extract_features
-    from masn.extract.sources import list_videos
-    from masn.extract.store import FeatureStore
+    from masn.extract.networks.detector import DetectorConfig
+    from masn.extract.networks.feature_networks import FeatureNetworks
+    from masn.extract.run.runner import RunOptions, extract_features
+    from masn.extract.settings import ExtractionConfig
+    from masn.extract.store.store import FeatureStore
+    from masn.extract.video.sources import list_videos
 
     videos = tmp_path / "videos"
     videos.mkdir()
@@ -87,8 +87,8 @@ def test_cuda_extraction_matches_cpu(tmp_path):
 
 def test_cuda_training_with_bf16_learns_planted_answers(tmp_path):
     """`masn train` on a GPU: pinned batches, bf16 autocast, the same planted task as on CPU."""
-    from masn.pipeline.synthetic import write_synthetic
-    from masn.pipeline.train import TrainConfig, train
+    from masn.pipeline.examples.planted import write_synthetic
+    from masn.pipeline.training.trainer import TrainConfig, train
 
     annotations, store = write_synthetic(tmp_path / "data", "open_ended", seed=1)
     report = train(

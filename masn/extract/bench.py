@@ -28,12 +28,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from masn.extract.config import ExtractionConfig
-from masn.extract.decode import decode_video
-from masn.extract.detector import DetectorConfig, preprocess
-from masn.extract.networks import FeatureNetworks, FrameFeatures
-from masn.extract.runner import RunOptions, extract_features, resolve_device
-from masn.extract.sources import list_videos
+from masn.extract.networks.detector import DetectorConfig, preprocess
+from masn.extract.networks.feature_networks import FeatureNetworks, FrameFeatures
+from masn.extract.run.runner import RunOptions, extract_features, resolve_device
+from masn.extract.settings import ExtractionConfig
+from masn.extract.video.decode import decode_video
+from masn.extract.video.sources import list_videos
 from masn.weights.installed import ROLE_FILES
 
 log = logging.getLogger(__name__)

@@ -11,9 +11,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from masn.errors import InvalidInput, MissingInput, UnknownName
-from masn.extract.decode import check_decoder, iter_frames
-from masn.extract.store import FeatureStore, VideoRecord
-from masn.extract.vocab import attribute_names, object_names
+from masn.extract.networks.vocab import attribute_names, object_names
+from masn.extract.store.store import FeatureStore, VideoRecord
+from masn.extract.video.decode import check_decoder, iter_frames
 
 log = logging.getLogger(__name__)
 

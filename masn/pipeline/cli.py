@@ -16,12 +16,12 @@ from masn.errors import InvalidInput, UserError
 
 
 def _extract(args: argparse.Namespace) -> int:
-    from masn.extract.command import default_workers, run_extraction
-    from masn.extract.config import ExtractionConfig
-    from masn.extract.detector import DetectorConfig
-    from masn.extract.runner import RunOptions
-    from masn.extract.sharding import Shard
-    from masn.extract.store import merge_stores
+    from masn.extract.networks.detector import DetectorConfig
+    from masn.extract.run.collection import default_workers, run_extraction
+    from masn.extract.run.runner import RunOptions
+    from masn.extract.run.sharding import Shard
+    from masn.extract.settings import ExtractionConfig
+    from masn.extract.store.store import merge_stores
     from masn.weights.download import cache_dir
 
     if args.merge:
@@ -131,7 +131,7 @@ def _add_weights(commands: argparse._SubParsersAction) -> None:
 
 
 def _features(args: argparse.Namespace) -> int:
-    from masn.extract.official_layout import export_official, import_official, read_key_map
+    from masn.extract.store.official import export_official, import_official, read_key_map
 
     key_map = read_key_map(args.key_map) if args.key_map else None
     if args.action == "export-official":
@@ -167,7 +167,7 @@ def _add_features(commands: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from masn.pipeline.train import TrainConfig, train
+    from masn.pipeline.training.trainer import TrainConfig, train
 
     values = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__}
     report = train(TrainConfig(**values))
@@ -176,7 +176,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _add_train(commands: argparse._SubParsersAction) -> None:
-    from masn.pipeline.tasks import TASKS
+    from masn.pipeline.qa.tasks import TASKS
 
     train = commands.add_parser(
         "train",
@@ -253,8 +253,8 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from masn.extract.runner import resolve_device
-    from masn.pipeline.evaluate import run_evaluate
+    from masn.extract.run.runner import resolve_device
+    from masn.pipeline.training.evaluate import run_evaluate
 
     report = run_evaluate(
         args.checkpoint,
@@ -293,9 +293,9 @@ def _add_evaluate(commands: argparse._SubParsersAction) -> None:
 
 
 def _answer(args: argparse.Namespace) -> int:
-    from masn.extract.config import ExtractionConfig
-    from masn.extract.detector import DetectorConfig
-    from masn.pipeline.answer import answer_video
+    from masn.extract.networks.detector import DetectorConfig
+    from masn.extract.settings import ExtractionConfig
+    from masn.pipeline.answering.answer import answer_video
 
     sizes = {"min_size": args.min_size, "max_size": args.max_size, "post_nms_top_n": args.proposals}
     detector = DetectorConfig(**{name: value for name, value in sizes.items() if value is not None})
@@ -349,7 +349,7 @@ def _add_answer(commands: argparse._SubParsersAction) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from masn.pipeline.demo import DemoSettings, outline, run_demo
+    from masn.pipeline.examples.demo import DemoSettings, outline, run_demo
 
     settings = DemoSettings(out=args.out, device=args.device, epochs=args.epochs, quick=args.quick)
     print(outline(run_demo(settings)))
@@ -373,7 +373,12 @@ def _add_demo(commands: argparse._SubParsersAction) -> None:
 
 
 def _synergy(args: argparse.Namespace) -> int:
-    from masn.pipeline.synergy import SynergySettings, SynergyShape, format_table, run_synergy
+    from masn.pipeline.examples.synergy import (
+        SynergySettings,
+        SynergyShape,
+        format_table,
+        run_synergy,
+    )
 
     shape = SynergyShape() if args.videos is None else SynergyShape(videos=args.videos)
     epochs = {} if args.epochs is None else {"epochs": args.epochs}
@@ -426,7 +431,7 @@ def _add_show(commands: argparse._SubParsersAction) -> None:
 
 
 def _bench_model(args: argparse.Namespace) -> int:
-    from masn.pipeline.bench import run_model_bench
+    from masn.pipeline.benchmarks.model_step import run_model_bench
 
     report = run_model_bench(
         device=args.device,
@@ -442,7 +447,7 @@ def _bench_model(args: argparse.Namespace) -> int:
 
 
 def _bench_train(args: argparse.Namespace) -> int:
-    from masn.pipeline.bench_train import run_train_bench
+    from masn.pipeline.benchmarks.training_loop import run_train_bench
 
     report = run_train_bench(
         device=args.device,

@@ -1,0 +1,87 @@
+"""`masn extract`: list a dataset's videos, take this rank's share, extract, merge the shards."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import replace
+from pathlib import Path
+
+from masn.errors import InvalidInput, MissingInput
+from masn.extract.networks.feature_networks import FeatureNetworks
+from masn.extract.run.runner import RunOptions, extract_features, resolve_device
+from masn.extract.run.sharding import Shard, merge_when_all_done, shard_paths
+from masn.extract.settings import ExtractionConfig
+from masn.extract.store.store import check_output
+from masn.extract.video.sources import list_videos
+
+log = logging.getLogger(__name__)
+
+RANDOM_WEIGHTS_WARNING = """
+################################################################################
+#  RANDOM WEIGHTS: the networks are randomly initialised (--random-weights).   #
+#  The features are meaningless; use this only for smoke tests and timing.     #
+#  For real features run `make weights` and drop --random-weights.             #
+################################################################################"""
+
+
+def default_workers(shard: Shard) -> int:
+    """Decode processes per rank: the CPU cores this rank's node share allows, at most 8."""
+    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    return max(1, min(8, (os.cpu_count() or 2) // local_ranks - 1))
+
+
+def run_extraction(
+    videos: str | Path,
+    dataset: str,
+    out: str | Path,
+    config: ExtractionConfig,
+    options: RunOptions,
+    weights: str | Path | None,
+    random_weights: bool = False,
+    mapping: str | Path | None = None,
+) -> int:
+    """Extracts ``videos`` into the store ``out``; returns the process exit code.
+
+    Exit 0 when at least one video was stored (or nothing was left to do), 1 otherwise. The
+    output paths, the device and the videos folder are checked before any work (``UserError``:
+    a missing or read-only output folder, an output that is a folder or a special file, an
+    absent GPU, a folder without videos).
+    """
+    out = Path(out)
+    shard = Shard.from_env()
+    for path in {out, *shard_paths(out, shard.world)}:
+        check_output(path)
+    device = resolve_device(options.device, shard.local_rank)
+    sources = list_videos(Path(videos), dataset, Path(mapping) if mapping else None)
+    if not sources:
+        raise MissingInput(
+            f"no {dataset} videos found under {videos}: check --videos (and --dataset; "
+            "'folder' lists every video file)"
+        )
+    mine = shard.select(sources)
+    if shard.world > 1:
+        log.info("rank %d of %d: %d of %d videos", shard.rank, shard.world, len(mine), len(sources))
+    if random_weights:
+        log.warning(RANDOM_WEIGHTS_WARNING)
+        networks = FeatureNetworks.random(config)
+    else:
+        if weights is None:
+            raise InvalidInput("pass --weights DIR (converted weights) or --random-weights")
+        networks = FeatureNetworks.load(config, weights)
+    options = replace(options, device=str(device))
+    store = shard.store_path(out)
+    summary = extract_features(mine, store, config, networks, options)
+    rate = summary.sampled_frames / summary.seconds if summary.seconds else 0.0
+    log.info(
+        "%s: stored %d videos (%d sampled frames, %.1f frames/s), %d already there, %d failed%s",
+        store,
+        summary.stored,
+        summary.sampled_frames,
+        rate,
+        summary.skipped,
+        summary.failed,
+        f" (reasons in {summary.failures})" if summary.failed else "",
+    )
+    merge_when_all_done(shard, out)
+    return 0 if summary.ok else 1

@@ -1,0 +1,221 @@
+"""Training-step benchmark of the MASN network: samples/s and peak memory per head type.
+
+The official implementation, measured on one H100, trains at 477 (FrameQA, batch 32), 486
+(Count, 32) and 54 (Action, 16, its five sequential passes) samples/s. The cases below use the
+same TGIF-QA shapes; on a CPU they shrink (``size="small"``) so that a run takes a minute.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import resource
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+
+from masn.model import MASN, MASNConfig, VideoFeatures
+from masn.model.config import Task
+from masn.pipeline.training.trainer import adam
+
+log = logging.getLogger(__name__)
+
+Size = Literal["tgif", "small"]
+Precision = Literal["fp32", "bf16"]
+
+OFFICIAL_H100_SAMPLES_PER_S = {"frameqa": 477, "count": 486, "action": 54}
+TARGET_H100_SAMPLES_PER_S = {"frameqa": 1500, "count": 1500, "action": 600}
+
+
+@dataclass(frozen=True)
+class BenchCase:
+    name: str
+    task: Task
+    batch: int
+    candidates: int = 1
+    answers: int = 1
+
+
+# FrameQA has 1,746 answer classes in TGIF-QA; Action scores 5 candidates per question.
+PAPER_CASES = (
+    BenchCase("frameqa", "open_ended", 32, answers=1746),
+    BenchCase("count", "count", 32),
+    BenchCase("action", "multiple_choice", 16, candidates=5),
+)
+
+# frames, objects per frame, raw feature width, question width (tokens), vocabulary
+SHAPES: dict[str, dict[str, int]] = {
+    "tgif": {"frames": 20, "objects": 10, "features": 2048, "words": 20, "vocab": 8000},
+    "small": {"frames": 8, "objects": 5, "features": 512, "words": 12, "vocab": 2000},
+}
+
+
+def synthetic_batch(
+    case: BenchCase, shape: dict[str, int], device: torch.device, generator: torch.Generator
+) -> tuple[VideoFeatures, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random features and questions with realistic padding (varied video and question lengths)."""
+    b, t, n, d = case.batch, shape["frames"], shape["objects"], shape["features"]
+
+    def randn(*size: int) -> torch.Tensor:
+        return torch.randn(*size, generator=generator)
+
+    corners = torch.rand(b, t, n, 4, generator=generator).sort(dim=-1).values
+    boxes = torch.cat([corners, corners[..., 2:] - corners[..., :2]], dim=-1)
+    video = VideoFeatures(
+        appearance=randn(b, t, d).relu(),
+        motion=randn(b, t, d).relu(),
+        appearance_objects=randn(b, t, n, d).relu(),
+        motion_objects=randn(b, t, n, d).relu(),
+        boxes=boxes,
+        lengths=torch.randint(max(1, t // 2), t + 1, (b,), generator=generator),
+    )
+    question_shape = (b, case.candidates) if case.task == "multiple_choice" else (b,)
+    words = shape["words"]
+    tokens = torch.randint(2, shape["vocab"], (*question_shape, words), generator=generator)
+    lengths = torch.randint(3, words + 1, question_shape, generator=generator)
+    tokens = tokens * (torch.arange(words) < lengths.unsqueeze(-1))
+    if case.task == "count":
+        target = torch.randint(1, 11, (b,), generator=generator).float()
+    else:
+        high = case.candidates if case.task == "multiple_choice" else case.answers
+        target = torch.randint(0, high, (b,), generator=generator)
+    return video.to(device), tokens.to(device), lengths, target.to(device)
+
+
+def _autocast(device: torch.device, precision: Precision) -> contextlib.AbstractContextManager:
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _peak_memory_mb(device: torch.device) -> tuple[float, str]:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20, "process_max_rss"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench_case(
+    case: BenchCase,
+    size: Size,
+    device: torch.device,
+    precision: Precision,
+    steps: int,
+    warmup: int,
+    mode: str = "fixed",
+) -> dict[str, Any]:
+    """Times ``steps`` full training steps (forward, loss, backward, Adam) after ``warmup``."""
+    shape = SHAPES[size]
+    generator = torch.Generator().manual_seed(0)
+    config = MASNConfig(
+        vocab_size=shape["vocab"],
+        task=case.task,
+        num_answers=max(case.answers, 2),
+        mode=mode,
+        appearance_dim=shape["features"],
+        motion_dim=shape["features"],
+    )
+    torch.manual_seed(0)
+    model = MASN(config).to(device).train()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = adam(trainable, lr=1e-4)
+    video, tokens, lengths, target = synthetic_batch(case, shape, device, generator)
+
+    def step() -> torch.Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        with _autocast(device, precision):
+            output = model(video, tokens, lengths).output
+        loss = model.loss(output.float(), target)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    for _ in range(warmup):
+        step()
+    _sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        loss = step()
+    _sync(device)
+    elapsed = time.perf_counter() - start
+    peak, memory_kind = _peak_memory_mb(device)
+    result = {
+        "task": case.name,
+        "batch": case.batch,
+        "candidates": case.candidates,
+        "steps": steps,
+        "samples_per_s": round(case.batch * steps / elapsed, 1),
+        "step_ms": round(1000 * elapsed / steps, 2),
+        "peak_memory_mb": round(peak, 1),
+        "memory_kind": memory_kind,
+        "final_loss": round(float(loss.detach()), 4),
+    }
+    if precision == "bf16":
+        result["bf16_max_rel_output_diff"] = _bf16_deviation(model, video, tokens, lengths, device)
+    return result
+
+
+def _bf16_deviation(model: MASN, video, tokens, lengths, device: torch.device) -> float:
+    """Largest |bf16 - fp32| of the outputs, relative to the largest fp32 output (eval mode)."""
+    model.eval()
+    with torch.no_grad():
+        exact = model(video, tokens, lengths).output.float()
+        with _autocast(device, "bf16"):
+            fast = model(video, tokens, lengths).output.float()
+    model.train()
+    return round(float((fast - exact).abs().max() / exact.abs().max()), 5)
+
+
+def run_model_bench(
+    device: str = "auto",
+    size: Size | None = None,
+    precision: Precision | None = None,
+    steps: int = 10,
+    warmup: int = 3,
+    mode: str = "fixed",
+    cases: tuple[str, ...] = ("frameqa", "count", "action"),
+) -> dict[str, Any]:
+    """Runs the paper's three training cases; returns a JSON-ready report."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    target = torch.device(device)
+    size = size or ("tgif" if target.type == "cuda" else "small")
+    precision = precision or ("bf16" if target.type == "cuda" else "fp32")
+    name = torch.cuda.get_device_name(target) if target.type == "cuda" else _cpu_name()
+    report: dict[str, Any] = {
+        "benchmark": "model_training_step",
+        "device": name,
+        "torch": torch.__version__,
+        "size": size,
+        "shapes": SHAPES[size],
+        "precision": precision,
+        "mode": mode,
+        "official_h100_samples_per_s": OFFICIAL_H100_SAMPLES_PER_S,
+        "target_h100_samples_per_s": TARGET_H100_SAMPLES_PER_S,
+        "results": [],
+    }
+    for case in PAPER_CASES:
+        if case.name not in cases:
+            continue
+        log.info("benchmarking %s (batch %d) on %s", case.name, case.batch, name)
+        report["results"].append(bench_case(case, size, target, precision, steps, warmup, mode))
+    return report
+
+
+def _cpu_name() -> str:
+    threads = f"{torch.get_num_threads()} threads"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as info:
+        for line in info:
+            if line.startswith("model name"):
+                return f"CPU: {line.split(':', 1)[1].strip()} ({threads})"
+    return f"CPU ({threads})"

@@ -1,0 +1,347 @@
+"""QA datasets over a feature source: encoded questions, videos cut or padded to T, batches.
+
+A feature source is our store (``extract.store.FeatureStore``) or the official four-file folder
+(``extract.official_layout.OfficialFeatures``); both read one video per call, and both reopen
+their files in each DataLoader worker. Features keep their stored dtype (float16 by default) all
+the way into pinned batches, halving host traffic; the model casts them on the device.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, fields, replace
+from typing import Literal, Protocol
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset, Sampler
+
+from masn.errors import InvalidInput, UnknownName
+from masn.extract.store.store import VideoRecord
+from masn.model import VideoFeatures
+from masn.pipeline.qa.annotations import QARow, count_error
+from masn.pipeline.qa.answer_set import OUT_OF_SET, AnswerSet, OutOfSet
+from masn.pipeline.qa.tasks import TaskSpec
+from masn.pipeline.qa.text import QUESTION_WIDTH, Tokeniser, Vocabulary
+
+log = logging.getLogger(__name__)
+
+Sampling = Literal["first", "uniform"]
+# Store field -> VideoFeatures field.
+VIDEO_FIELDS = {
+    "appearance": "appearance",
+    "motion": "motion",
+    "appearance_objects": "appearance_objects",
+    "motion_objects": "motion_objects",
+    "box_geometry": "boxes",
+}
+_EXAMPLES = 5
+
+
+class FeatureSource(Protocol):
+    """What a dataset needs from a feature store: membership and per-video reads."""
+
+    path: object
+
+    def __contains__(self, key: object) -> bool: ...
+
+    def keys(self) -> list[str]: ...
+
+    def read(self, key: str, fields: Sequence[str] | None = None) -> VideoRecord: ...
+
+
+@dataclass
+class Questions:
+    """One split's questions as arrays, aligned with ``rows``.
+
+    tokens (M, S) int64 or (M, C, S) for multiple choice (question + candidate per row);
+    lengths (M,) or (M, C); targets (M,): float32 counts, or int64 classes / candidate indices
+    (``OUT_OF_SET`` for an evaluation answer outside the answer set); qtypes (M,) int64 index into
+    the task's question types (0 when it has none); keys: the feature key of each question.
+    """
+
+    rows: list[QARow]
+    keys: list[str]
+    tokens: np.ndarray
+    lengths: np.ndarray
+    targets: np.ndarray
+    qtypes: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def subset(self, keep: np.ndarray) -> Questions:
+        """The questions at the boolean mask or indices ``keep``."""
+        index = np.flatnonzero(keep) if keep.dtype == bool else keep
+        return Questions(
+            [self.rows[i] for i in index],
+            [self.keys[i] for i in index],
+            self.tokens[index],
+            self.lengths[index],
+            self.targets[index],
+            self.qtypes[index],
+        )
+
+
+def encode_questions(
+    rows: list[QARow],
+    spec: TaskSpec,
+    vocabulary: Vocabulary,
+    tokenise: Tokeniser,
+    answers: AnswerSet | None,
+    policy: OutOfSet = "wrong",
+    training: bool = False,
+) -> Questions:
+    """Token ids and targets of ``rows``; training drops answers outside the set ("wrong")."""
+    multiple_choice = spec.head == "multiple_choice"
+    if multiple_choice:
+        _check_candidate_counts(rows)
+    tokens, lengths, targets = [], [], []
+    for row in rows:
+        if multiple_choice:
+            encoded = [
+                vocabulary.encode(tokenise(f"{row.question.strip()} {c.strip()}"))
+                for c in row.candidates
+            ]
+            tokens.append(np.stack([ids for ids, _ in encoded]))
+            lengths.append([length for _, length in encoded])
+        else:
+            ids, length = vocabulary.encode(tokenise(row.question))
+            tokens.append(ids)
+            lengths.append(length)
+        targets.append(_target(row, spec, answers, policy))
+    qtype_index = {name: i for i, name in enumerate(spec.qtypes)}
+    qtypes = [qtype_index.get(row.qtype, 0) for row in rows]
+    width = (
+        (len(rows[0].candidates), QUESTION_WIDTH) if multiple_choice and rows else (QUESTION_WIDTH,)
+    )
+    questions = Questions(
+        rows,
+        [row.keys[0] for row in rows],
+        np.stack(tokens) if rows else np.zeros((0, *width), np.int64),
+        np.asarray(lengths, dtype=np.int64),
+        np.asarray(targets, dtype=np.float32 if spec.head == "count" else np.int64),
+        np.asarray(qtypes, dtype=np.int64),
+    )
+    if training and spec.head == "open_ended":
+        known = questions.targets != OUT_OF_SET
+        if not known.all():
+            log.info(
+                "%d training questions have answers outside the %d classes: left out",
+                int((~known).sum()),
+                len(answers or ()),
+            )
+            questions = questions.subset(known)
+    return questions
+
+
+def _check_candidate_counts(rows: list[QARow]) -> None:
+    """Every question of a multiple-choice split has as many candidates as the first one."""
+    for row in rows:
+        if not row.candidates:
+            raise InvalidInput(f"{row.source}: a multiple-choice question needs candidates")
+        if len(row.candidates) != len(rows[0].candidates):
+            raise InvalidInput(
+                f"{row.source}: {len(row.candidates)} candidates, but the first question "
+                f"({rows[0].source}) has {len(rows[0].candidates)}; every multiple-choice "
+                "question needs the same number of candidates"
+            )
+
+
+def _target(row: QARow, spec: TaskSpec, answers: AnswerSet | None, policy: OutOfSet) -> float:
+    if spec.head == "open_ended":
+        if answers is None:
+            raise ValueError("open-ended questions need an answer set")
+        return answers.target(str(row.answer), policy)
+    if not isinstance(row.answer, int):
+        kind = "a count" if spec.head == "count" else "a candidate index"
+        raise InvalidInput(f"{row.source}: the answer must be {kind}, got {row.answer!r}")
+    if spec.head == "count":
+        problem = count_error(row.answer)
+        if problem:  # the readers refuse these; rows built in code are checked here
+            raise InvalidInput(f"{row.source}: {problem}")
+        return float(max(row.answer, 1))  # TGIF-QA writes 0 where it means 1 (no 1s occur)
+    if not 0 <= row.answer < len(row.candidates):
+        raise InvalidInput(f"{row.source}: answer index {row.answer} outside the candidates")
+    return row.answer
+
+
+def attach_features(questions: Questions, source: FeatureSource, split: str) -> Questions:
+    """Points each question at the first of its keys the source holds; drops (and reports) the
+    questions whose video has no features. Never substitutes zeros for a missing video."""
+    found = np.zeros(len(questions), dtype=bool)
+    keys = list(questions.keys)
+    for i, row in enumerate(questions.rows):
+        for key in row.keys:
+            if key in source:
+                found[i], keys[i] = True, key
+                break
+    questions = replace(questions, keys=keys)
+    missing = [row for row, hit in zip(questions.rows, found, strict=True) if not hit]
+    if missing:
+        videos = sorted({row.keys[0] for row in missing})
+        examples = ", ".join(repr(v) for v in videos[:_EXAMPLES])
+        message = (
+            f"{split}: {len(missing)} of {len(questions)} questions ({len(videos)} videos) have "
+            f"no features in {source.path} (e.g. {examples})"
+        )
+        if len(missing) == len(questions):
+            some = ", ".join(repr(k) for k in source.keys()[:_EXAMPLES])
+            raise UnknownName(
+                f"{message}; the source's keys look like {some}. Extract these videos "
+                "(masn extract --dataset ...) or point --features at their store"
+            )
+        log.warning("%s: they are left out", message)
+    return questions.subset(found)
+
+
+def frame_indices(length: int, frames: int, sampling: Sampling) -> np.ndarray:
+    """Which sampled frames feed the model: the first T (official) or T spread evenly."""
+    if length <= frames or sampling == "first":
+        return np.arange(min(length, frames))
+    return np.round(np.linspace(0, length - 1, frames)).astype(np.int64)
+
+
+class QADataset(Dataset):
+    """Questions with their videos, each video cut or zero-padded to ``frames`` sampled frames."""
+
+    def __init__(
+        self, questions: Questions, source: FeatureSource, frames: int, sampling: Sampling
+    ):
+        if sampling not in ("first", "uniform"):
+            raise ValueError(f"sampling must be 'first' or 'uniform', got {sampling!r}")
+        self.questions = questions
+        self.source = source
+        self.frames = frames
+        self.sampling = sampling
+
+    def __len__(self) -> int:
+        return len(self.questions)
+
+    def __getitem__(self, index: int) -> tuple[dict[str, np.ndarray], int, int]:
+        record = self.source.read(self.questions.keys[index], tuple(VIDEO_FIELDS))
+        arrays, chosen = pad_video(record, self.frames, self.sampling)
+        return arrays, len(chosen), index
+
+
+def pad_video(
+    record: VideoRecord, frames: int, sampling: Sampling
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The model's arrays of one video (VideoFeatures names, stored dtype), cut to or
+    zero-padded to ``frames`` sampled frames, and the indices of the frames kept."""
+    length = int(record.appearance.shape[0])
+    chosen = frame_indices(length, frames, sampling)
+    arrays = {}
+    for field, name in VIDEO_FIELDS.items():
+        array = getattr(record, field)
+        if array.shape[0] != length:
+            raise InvalidInput(
+                f"video {record.key!r}: {field} has {array.shape[0]} frames, appearance "
+                f"{length}; the store is inconsistent"
+            )
+        padded = np.zeros((frames, *array.shape[1:]), dtype=array.dtype)
+        padded[: len(chosen)] = array[chosen]
+        arrays[name] = padded
+    return arrays, chosen
+
+
+@dataclass
+class Batch:
+    """A collated batch; ``index`` points into the split's questions."""
+
+    video: VideoFeatures
+    tokens: Tensor
+    lengths: Tensor
+    targets: Tensor
+    qtypes: Tensor
+    index: Tensor
+
+    def __len__(self) -> int:
+        return self.index.numel()
+
+    def pin_memory(self) -> Batch:
+        """Page-locked copies (DataLoader calls this when ``pin_memory=True``)."""
+        pinned = {f.name: getattr(self.video, f.name).pin_memory() for f in fields(VideoFeatures)}
+        rest = (getattr(self, f.name).pin_memory() for f in fields(self)[1:])
+        return Batch(VideoFeatures(**pinned), *rest)
+
+    def to(self, device: torch.device) -> Batch:
+        """Features to ``device`` as float32 (autocast lowers them where it pays); question
+        lengths stay where they are (the model reads them without a host synchronisation)."""
+        return Batch(
+            self.video.to(device, torch.float32),
+            self.tokens.to(device, non_blocking=True),
+            self.lengths,
+            self.targets.to(device, non_blocking=True),
+            self.qtypes,
+            self.index,
+        )
+
+
+class Collate:
+    """Stacks dataset items with the split's question arrays into a :class:`Batch`."""
+
+    def __init__(self, questions: Questions):
+        self.questions = questions
+
+    def __call__(self, items: list[tuple[dict[str, np.ndarray], int, int]]) -> Batch:
+        index = np.asarray([i for _, _, i in items], dtype=np.int64)
+        video = {
+            name: torch.from_numpy(np.stack([arrays[name] for arrays, _, _ in items]))
+            for name in VIDEO_FIELDS.values()
+        }
+        lengths = torch.tensor([n for _, n, _ in items], dtype=torch.int64)
+        q = self.questions
+        return Batch(
+            VideoFeatures(**video, lengths=lengths),
+            torch.from_numpy(q.tokens[index]),
+            torch.from_numpy(q.lengths[index]),
+            torch.from_numpy(q.targets[index]),
+            torch.from_numpy(q.qtypes[index]),
+            torch.from_numpy(index),
+        )
+
+
+class StepSampler(Sampler[list[int]]):
+    """Training batches of question indices, identical for any number of processes.
+
+    Each step takes the next ``batch_size`` questions of an order fixed by (seed, epoch) and
+    gives rank r every world-th of them, so W processes together see exactly the batches of
+    one process. A last batch too small to give every rank a question is dropped. ``start``
+    skips the steps already done (resuming inside an epoch).
+    """
+
+    def __init__(self, size: int, batch_size: int, seed: int = 0, rank: int = 0, world: int = 1):
+        if batch_size < world:
+            raise InvalidInput(f"batch size {batch_size} is smaller than the {world} processes")
+        self.size, self.batch_size, self.seed = size, batch_size, seed
+        self.rank, self.world = rank, world
+        self.epoch = self.start = 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def steps(self) -> int:
+        """Steps per epoch (the same on every rank)."""
+        full, rest = divmod(self.size, self.batch_size)
+        return full + int(rest >= self.world)
+
+    def __len__(self) -> int:
+        return max(0, self.steps() - self.start)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = torch.randperm(self.size, generator=generator).tolist()
+        for step in range(self.start, self.steps()):
+            batch = order[step * self.batch_size : (step + 1) * self.batch_size]
+            yield batch[self.rank :: self.world]
+
+
+def evaluation_batches(
+    size: int, batch_size: int, rank: int = 0, world: int = 1
+) -> list[list[int]]:
+    """This rank's share of an evaluation split (every world-th question), in batches."""
+    mine = list(range(rank, size, world))
+    return [mine[i : i + batch_size] for i in range(0, len(mine), batch_size)]

@@ -1,0 +1,123 @@
+"""Our checkpoint files: a plain dict of tensors, strings and numbers, written atomically.
+
+A checkpoint holds everything needed to answer questions without the training data: the model
+configuration and weights (GloVe rows included), the vocabulary, the answer classes, the
+tokeniser and the frame settings. Training checkpoints (``last.pt``) add the optimizer, the
+random-number state and the loop position. Files load with ``torch.load(weights_only=True)``:
+no code runs when a checkpoint is read.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from masn.errors import InvalidInput, MissingInput
+from masn.model import MASN, MASNConfig
+from masn.pipeline.qa.answer_set import AnswerSet
+from masn.pipeline.qa.tasks import TaskSpec, task_spec
+from masn.pipeline.qa.text import Vocabulary
+
+FORMAT = "masn-checkpoint"
+VERSION = 1
+
+
+def save_atomic(payload: dict[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Writes ``payload`` to ``path`` so that a crash leaves the old file or the new, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            torch.save(payload, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A checkpoint written by ``masn train`` (tensors only are rebuilt; nothing executes)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingInput(f"no checkpoint at {path} (masn train writes RUN/best.pt)")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # any unpickling failure means "not one of ours"
+        raise InvalidInput(
+            f"{path} is not a readable masn checkpoint ({type(error).__name__}: {error}); "
+            "authors' official checkpoints load with masn.model.official.load_official"
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise InvalidInput(f"{path} is not a masn checkpoint (no format {FORMAT!r})")
+    if payload.get("version") != VERSION:
+        raise InvalidInput(f"{path} has checkpoint version {payload.get('version')}, not {VERSION}")
+    return payload
+
+
+@dataclass
+class Predictor:
+    """A trained model with what it needs to read questions and name answers."""
+
+    model: MASN
+    spec: TaskSpec
+    vocabulary: Vocabulary
+    answers: AnswerSet | None
+    tokenizer: str
+    frames: int
+    sampling: str
+    info: dict[str, Any]
+
+
+def model_payload(
+    model: MASN,
+    spec: TaskSpec,
+    vocabulary: Vocabulary,
+    answers: AnswerSet | None,
+    tokenizer: str,
+    frames: int,
+    sampling: str,
+    info: dict[str, Any],
+) -> dict[str, Any]:
+    """The checkpoint dict of a model (``info``: JSON-like run facts, e.g. epoch and metrics)."""
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "task": spec.name,
+        "head": spec.head,
+        "qtypes": list(spec.qtypes),
+        "model_config": model.config.to_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "vocabulary": list(vocabulary.words),
+        "answers": list(answers.answers) if answers is not None else [],
+        "tokenizer": tokenizer,
+        "frames": frames,
+        "sampling": sampling,
+        "info": info,
+    }
+
+
+def load_predictor(path: str | os.PathLike[str]) -> Predictor:
+    """The model of a checkpoint, in eval mode on the CPU."""
+    payload = load_checkpoint(path)
+    model = MASN(MASNConfig.from_dict(payload["model_config"]))
+    model.load_state_dict(payload["state_dict"])
+    answers = payload["answers"]
+    return Predictor(
+        model.eval(),
+        replace(task_spec(payload["task"], payload["head"]), qtypes=tuple(payload["qtypes"])),
+        Vocabulary(tuple(payload["vocabulary"])),
+        AnswerSet(tuple(answers)) if answers else None,
+        payload["tokenizer"],
+        int(payload["frames"]),
+        payload["sampling"],
+        payload["info"],
+    )

@@ -1,0 +1,242 @@
+"""Evaluation: a model over a split, metrics per question type, per-question predictions.
+
+``masn evaluate`` reads a checkpoint, rebuilds the task's splits with the checkpoint's
+vocabulary and answer classes, and writes ``metrics.json`` and ``predictions.jsonl``. For the
+multiple-choice tasks it also trains and reports the answer-only baseline (pipeline/baseline.py)
+next to MASN, because TGIF-QA's candidates alone give much of the answer away.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from masn.errors import InvalidInput
+from masn.model import MASN
+from masn.pipeline.qa.datasets import (
+    Collate,
+    QADataset,
+    Questions,
+    Sampling,
+    attach_features,
+    encode_questions,
+    evaluation_batches,
+)
+from masn.pipeline.qa.prepare import open_source
+from masn.pipeline.qa.tasks import TaskSpec, load_splits
+from masn.pipeline.qa.text import tokeniser
+from masn.pipeline.training.baseline import answer_only_baseline
+from masn.pipeline.training.checkpoint import Predictor, load_predictor
+from masn.pipeline.training.distributed import Process
+from masn.pipeline.training.metrics import Tally
+
+log = logging.getLogger(__name__)
+
+TOP = 5  # answers kept per question in predictions
+SINGLE = Process()  # a run without torchrun
+
+
+@dataclass(frozen=True)
+class Loading:
+    """How batches are read: frames per video, sampling, batch size, worker processes."""
+
+    frames: int
+    sampling: Sampling
+    batch_size: int
+    workers: int
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast on a GPU when asked; plain float32 otherwise."""
+    if precision == "bf16" and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def loader(dataset: QADataset, batches: Any, loading: Loading, device: torch.device) -> DataLoader:
+    """Batches from worker processes, pinned for the GPU; global RNG untouched (resumability)."""
+    workers = loading.workers
+    return DataLoader(
+        dataset,
+        batch_sampler=batches,
+        collate_fn=Collate(dataset.questions),
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        prefetch_factor=4 if workers else None,
+        persistent_workers=False,
+        generator=torch.Generator().manual_seed(0),
+    )
+
+
+@torch.inference_mode()
+def evaluate_split(
+    model: MASN,
+    questions: Questions,
+    source: Any,
+    spec: TaskSpec,
+    loading: Loading,
+    device: torch.device,
+    precision: str = "fp32",
+    process: Process = SINGLE,
+    keep: bool = False,
+    label: str = "evaluate",
+) -> tuple[Tally, dict[int, dict[str, Any]]]:
+    """Metrics over ``questions`` (summed over all processes) and, with ``keep``, each question's
+    prediction with its top scores (this process's share only)."""
+    was_training = model.training
+    model.eval()
+    tally = Tally(spec.head == "count", spec.qtypes)
+    kept: dict[int, dict[str, Any]] = {}
+    dataset = QADataset(questions, source, loading.frames, loading.sampling)
+    batches = evaluation_batches(len(dataset), loading.batch_size, process.rank, process.world)
+    for batch in tqdm(
+        loader(dataset, batches, loading, device),
+        total=len(batches),
+        desc=label,
+        disable=not process.main,
+        leave=False,
+    ):
+        batch = batch.to(device)
+        with autocast(device, precision):
+            output = model(batch.video, batch.tokens, batch.lengths).output.float()
+        predictions = model.predict(output)
+        tally.add(predictions, batch.targets, batch.qtypes)
+        if keep:
+            kept.update(_predictions(spec, output.cpu(), predictions.cpu(), batch.index))
+    tally.all_reduce()
+    model.train(was_training)
+    return tally, kept
+
+
+def _predictions(
+    spec: TaskSpec, output: torch.Tensor, predictions: torch.Tensor, index: torch.Tensor
+) -> dict[int, dict[str, Any]]:
+    found = {}
+    for row, out, prediction in zip(index.tolist(), output, predictions.tolist(), strict=True):
+        entry: dict[str, Any] = {"prediction": prediction}
+        if spec.head == "count":
+            entry["output"] = round(float(out), 4)
+        else:
+            scores = out.softmax(-1) if spec.head == "open_ended" else out
+            top = scores.topk(min(TOP, len(scores)))
+            entry["top"] = [[int(i), round(float(s), 4)] for s, i in zip(*top, strict=True)]
+        found[row] = entry
+    return found
+
+
+def prediction_lines(
+    predictor: Predictor, questions: Questions, kept: dict[int, dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """One JSON-ready line per question: source, question, answer, prediction, correct."""
+    answers = predictor.answers
+    lines = []
+    for i, row in enumerate(questions.rows):
+        entry = kept[i]
+        target = questions.targets[i]
+        if predictor.spec.head == "count":
+            correct = entry["prediction"] == round(float(target))
+        else:
+            correct = entry["prediction"] == int(target)
+        line = {
+            "source": row.source,
+            "video": questions.keys[i],
+            "question": row.question,
+            "answer": row.answer,
+            "type": row.qtype,
+            "correct": bool(correct),
+            **entry,
+        }
+        if answers is not None:
+            line["prediction"] = answers.answers[entry["prediction"]]
+            line["top"] = [[answers.answers[c], s] for c, s in entry["top"]]
+        lines.append(line)
+    return lines
+
+
+def run_evaluate(
+    checkpoint: str | Path,
+    annotations: str | Path | None,
+    features: str | Path | None,
+    split: str,
+    out: str | Path | None,
+    device: torch.device,
+    batch_size: int | None = None,
+    workers: int = 0,
+    precision: str = "fp32",
+    baseline: bool = True,
+) -> dict[str, Any]:
+    """``masn evaluate``: metrics of a checkpoint on a split, written beside it (or to ``out``).
+
+    ``batch_size`` None: the task's; a batch size below 1 or negative workers are refused.
+    """
+    if batch_size is not None and batch_size < 1:
+        raise InvalidInput(f"--batch-size must be at least 1 (or left out), got {batch_size}")
+    if workers < 0:
+        raise InvalidInput(f"--workers must be at least 0, got {workers}")
+    predictor = load_predictor(checkpoint)
+    spec = predictor.spec
+    settings = predictor.info.get("train_config", {})
+    annotations = Path(annotations or settings.get("annotations") or spec.annotations)
+    features = Path(features or settings.get("features") or spec.features)
+    seed = int(settings.get("seed", 999))
+    rows = load_splits(spec, annotations, seed, settings.get("val_fraction", 0.1))
+    source = open_source(spec, features)
+    tokenise = tokeniser(predictor.tokenizer)
+    policy = settings.get("out_of_set", "wrong")
+    questions = encode_questions(
+        rows[split], spec, predictor.vocabulary, tokenise, predictor.answers, policy
+    )
+    questions = attach_features(questions, source, split)
+    batch_size = spec.batch_size if batch_size is None else batch_size
+    loading = Loading(predictor.frames, predictor.sampling, batch_size, workers)
+    model = predictor.model.to(device)
+    tally, kept = evaluate_split(
+        model, questions, source, spec, loading, device, precision, keep=True, label=split
+    )
+    report: dict[str, Any] = {
+        "checkpoint": str(checkpoint),
+        "task": spec.name,
+        "split": split,
+        "annotations": str(annotations),
+        "features": str(features),
+        "masn": tally.summary(),
+        "settings": metric_settings(spec, policy),
+    }
+    if baseline and spec.head == "multiple_choice":
+        vectors = model.question.embedding.weight.detach().cpu()
+        report["answer_only_baseline"] = answer_only_baseline(
+            rows["train"], questions, predictor.vocabulary, tokenise, vectors, seed
+        )
+    folder = Path(out) if out is not None else Path(checkpoint).parent / f"evaluate-{split}"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
+    with (folder / "predictions.jsonl").open("w", encoding="utf-8") as file:
+        for line in prediction_lines(predictor, questions, kept):
+            file.write(json.dumps(line) + "\n")
+    log.info("wrote %s and %s", folder / "metrics.json", folder / "predictions.jsonl")
+    return report
+
+
+def metric_settings(spec: TaskSpec, policy: str) -> dict[str, str]:
+    """How the numbers were computed, stated next to them."""
+    if spec.head == "count":
+        return {
+            "metric": "MSE of clamp(round(output), 1, 10) against max(answer, 1) (paper: TGIF-QA's "
+            "0 means 1); accuracy = exact matches"
+        }
+    settings = {"metric": "accuracy in % of questions"}
+    if spec.head == "open_ended":
+        settings["out_of_set"] = (
+            "answers outside the answer classes count as wrong"
+            if policy == "wrong"
+            else "answers outside the classes are class 1, as in the official code"
+        )
+    return settings

@@ -1,0 +1,271 @@
+"""`masn answer`: the real sample video extracted on the fly, small checkpoints of each head.
+
+CPU extraction is slow (about 5 s per sampled frame here, the detector most of it), so the
+module extracts the video once with a coarse sampling (every 12th 6-fps frame: 3 sampled
+frames) and shares it; the command line runs once end to end on a 1.5-s cut of the video.
+"""
+
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import matplotlib.image
+import numpy as np
+import pytest
+import torch
+
+from masn.extract.networks.detector import DetectorConfig
+from masn.extract.networks.feature_networks import FeatureNetworks
+from masn.extract.settings import ExtractionConfig
+from masn.extract.store.store import VideoRecord
+from masn.model import MASN, MASNConfig
+from masn.pipeline.answering.answer import (
+    RANDOM_NOTE,
+    answer_record,
+    answer_video,
+    answer_view,
+    extract_video,
+    frames_at,
+    video_features,
+)
+from masn.pipeline.answering.figure import draw_answer
+from masn.pipeline.cli import main
+from masn.pipeline.examples.demo_sample import SAMPLE_DIR
+from masn.pipeline.qa.answer_set import AnswerSet
+from masn.pipeline.qa.tasks import task_spec
+from masn.pipeline.qa.text import Vocabulary, clean_tokens
+from masn.pipeline.training.checkpoint import Predictor, load_predictor, model_payload, save_atomic
+
+VIDEO = SAMPLE_DIR / "videos" / "bigbuckbunny.mp4"
+DETECTOR = DetectorConfig(min_size=96, max_size=160, post_nms_top_n=12)
+SMALL = ExtractionConfig(detector=DETECTOR)
+COARSE = ExtractionConfig(sample_every=12, frame_size=112, detector=DETECTOR)  # 3 sampled frames
+SMALL_FLAGS = ["--min-size", "96", "--max-size", "160", "--proposals", "12"]
+QUESTION = "what is the man doing ?"
+ANSWERS = ("run", "jump", "dance")
+CANDIDATES = ["run", "jump", "dance"]
+FRAMES = 2  # T of the checkpoints: fewer than the video's sampled frames
+
+
+def make_checkpoint(
+    folder: Path, head: str, frames: int = FRAMES, sampling: str = "first", width: int = 2048
+) -> Path:
+    """A checkpoint file as ``masn train`` writes it, for a small random MASN with ``head``."""
+    torch.manual_seed(0)
+    texts = [QUESTION, *CANDIDATES] if head == "multiple_choice" else [QUESTION]
+    vocabulary = Vocabulary.build(texts, clean_tokens)
+    answers = AnswerSet(ANSWERS) if head == "open_ended" else None
+    config = MASNConfig(
+        vocab_size=len(vocabulary),
+        task=head,
+        num_answers=len(ANSWERS) if head == "open_ended" else 1,
+        word_dim=50,
+        hidden=32,
+        location_dim=16,
+        appearance_dim=width,
+        motion_dim=width,
+    )
+    model = MASN(config, word_vectors=torch.randn(len(vocabulary), 50))
+    payload = model_payload(
+        model, task_spec("custom", head), vocabulary, answers, "clean", frames, sampling, {}
+    )
+    return save_atomic(payload, folder / f"{head}-{width}.pt")
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("answer")
+
+
+@pytest.fixture(scope="module")
+def checkpoints(folder: Path) -> dict[str, Path]:
+    return {
+        head: make_checkpoint(folder, head) for head in ("open_ended", "count", "multiple_choice")
+    }
+
+
+@pytest.fixture(scope="module")
+def predictors(checkpoints: dict[str, Path]) -> dict[str, Predictor]:
+    return {head: load_predictor(path) for head, path in checkpoints.items()}
+
+
+@pytest.fixture(scope="module")
+def record() -> VideoRecord:
+    """The sample video's features, extracted once for the module."""
+    networks = FeatureNetworks.random(COARSE)
+    return extract_video(VIDEO, COARSE, networks, torch.device("cpu"))
+
+
+def cut(source: Path, target: Path, seconds: float) -> Path:
+    """The first ``seconds`` of ``source`` at half size, re-encoded (H.264, 25 fps)."""
+    with av.open(str(source)) as reader, av.open(str(target), "w") as writer:
+        video = reader.streams.video[0]
+        stream = writer.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = video.width // 2, video.height // 2, "yuv420p"
+        for index, frame in enumerate(reader.decode(video)):
+            if frame.time >= seconds:
+                break
+            scaled = frame.reformat(width=stream.width, height=stream.height, format="yuv420p")
+            scaled.pts, scaled.time_base = index, Fraction(1, 25)
+            writer.mux(stream.encode(scaled))
+        writer.mux(stream.encode())
+    return target
+
+
+def read_png(path: Path) -> np.ndarray:
+    assert path.is_file() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    image = matplotlib.image.imread(path)
+    assert image.ndim == 3 and image.shape[0] >= 300 and image.shape[1] >= 600
+    return image
+
+
+def test_the_extracted_record_has_real_features_boxes_and_labels(record):
+    length = record.appearance.shape[0]
+    assert length > FRAMES  # the checkpoints read only the first T of them
+    assert record.appearance.shape == (length, 2048) and record.motion.shape == (length, 2048)
+    assert record.appearance_objects.shape == (length, 10, 2048)
+    assert record.boxes.shape == (length, 10, 4) and record.object_labels.shape == (length, 10)
+    assert Path(record.path) == VIDEO.resolve()
+
+
+def test_video_features_cut_and_pad_like_training(record):
+    length = record.appearance.shape[0]
+    video, chosen = video_features(record, FRAMES, "first")
+    assert list(chosen) == list(range(FRAMES)) and video.appearance.shape == (1, FRAMES, 2048)
+    np.testing.assert_array_equal(video.appearance[0].numpy(), record.appearance[:FRAMES])
+    video, chosen = video_features(record, length + 3, "uniform")
+    assert len(chosen) == length and int(video.lengths[0]) == length
+    assert video.boxes.shape == (1, length + 3, 10, 6)
+    assert not video.motion_objects[0, length:].any()  # zero padding
+    video, _ = video_features(record, 2, "uniform")
+    np.testing.assert_array_equal(video.motion[0, -1].numpy(), record.motion[-1])
+
+
+def test_open_ended_answer_top_scores_alpha_and_attention(predictors, record):
+    answer = answer_record(predictors["open_ended"], record, QUESTION)
+    assert answer.answer in ANSWERS and answer.answer == answer.top[0][0]
+    scores = [score for _, score in answer.top]
+    assert len(answer.top) == 3 and scores == sorted(scores, reverse=True)
+    assert 0 < sum(scores) <= 1 + 1e-4
+    assert list(answer.alpha) == ["appearance", "motion", "all"]
+    assert sum(answer.alpha.values()) == pytest.approx(1.0, abs=1e-5)
+    assert answer.words == clean_tokens(QUESTION) and not answer.unknown
+    assert all(m.shape == (40, 40) for m in answer.attention.values())
+    np.testing.assert_array_equal(answer.chosen, np.arange(FRAMES))
+
+
+def test_unknown_words_are_reported(predictors, record, caplog):
+    answer = answer_record(predictors["open_ended"], record, "what is the zebra doing ?")
+    assert answer.unknown == ("zebra",) and "zebra" in caplog.text
+
+
+def test_count_answer_is_a_rounded_clamped_integer(predictors, record):
+    answer = answer_record(predictors["count"], record, "how many times does he jump ?")
+    assert isinstance(answer.answer, int) and 1 <= answer.answer <= 10
+    assert answer.output is not None
+    assert answer.answer == min(10, max(1, round(answer.output)))
+    assert answer.top == [(answer.answer, pytest.approx(answer.output, abs=1e-5))]
+
+
+def test_multiple_choice_picks_a_candidate_and_needs_candidates(predictors, record):
+    predictor = predictors["multiple_choice"]
+    answer = answer_record(predictor, record, QUESTION, CANDIDATES)
+    assert answer.answer in CANDIDATES and len(answer.top) == 3
+    assert sorted(text for text, _ in answer.top) == sorted(CANDIDATES)
+    assert answer.words == clean_tokens(f"{QUESTION} {answer.answer}")
+    assert sum(answer.alpha.values()) == pytest.approx(1.0, abs=1e-5)
+    with pytest.raises(ValueError, match="--candidates"):
+        answer_record(predictor, record, QUESTION)
+    with pytest.raises(ValueError, match="at least two"):
+        answer_record(predictor, record, QUESTION, ["run"])
+    with pytest.raises(ValueError, match="multiple-choice models"):
+        answer_record(predictors["open_ended"], record, QUESTION, CANDIDATES)
+
+
+def test_feature_widths_must_match_the_model(folder, record, tmp_path):
+    narrow = make_checkpoint(folder, "open_ended", width=64)
+    with pytest.raises(ValueError, match=r"width 64 / 64.*2048 / 2048"):
+        answer_record(load_predictor(narrow), record, QUESTION)
+    # answer_video refuses it before extracting anything
+    with pytest.raises(ValueError, match=r"width 64 / 64.*2048 / 2048"):
+        answer_video(VIDEO, QUESTION, narrow, tmp_path / "x.png", weights=None, random_weights=True)
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_the_figure_shows_the_frames_the_model_read(predictors, record, tmp_path):
+    answer = answer_record(predictors["open_ended"], record, QUESTION)
+    frames = frames_at(record.path, record.frame_times[answer.chosen], COARSE.fps, "pyav")
+    assert frames.shape == (FRAMES, record.height, record.width, 3)
+    names = predictors["open_ended"].model.config.fusion_attentions
+    view = answer_view(QUESTION, answer, names, record, frames)
+    assert len(view.labels) == FRAMES and len(view.labels[0]) == 10
+    assert all(" " in label for label in view.labels[0])  # "attribute object"
+    read_png(draw_answer(view, tmp_path / "figure.png"))
+
+
+def test_answer_video_draws_the_figure_and_returns_json(
+    checkpoints, record, tmp_path, caplog, monkeypatch
+):
+    """The whole command but the extraction, which the shared record stands in for."""
+    used = {}
+
+    def extracted(video, config, networks, device, decoder="pyav"):
+        used.update(config=config, weights=networks.weights, device=device)
+        return record
+
+    monkeypatch.setattr("masn.pipeline.answering.answer.extract_video", extracted)
+    out = tmp_path / "figures" / "mc.png"
+    result = answer_video(
+        VIDEO,
+        QUESTION,
+        checkpoints["multiple_choice"],
+        out,
+        weights=None,
+        random_weights=True,
+        device="cpu",
+        candidates=CANDIDATES,
+        extraction=COARSE,
+    )
+    assert json.loads(json.dumps(result)) == result
+    assert used["config"] == COARSE and used["device"] == torch.device("cpu")
+    assert used["weights"]["detector"].startswith("random") and "RANDOM WEIGHTS" in caplog.text
+    assert result["answer"] in CANDIDATES and result["candidates"] == CANDIDATES
+    assert result["top"][0][0] == result["answer"]
+    assert result["figure"] == str(out) and result["random_weights"] is True
+    assert (result["sampled_frames"], result["frames_used"]) == (3, FRAMES)
+    assert sum(result["alpha"].values()) == pytest.approx(1.0, abs=1e-4)
+    read_png(out)
+    assert RANDOM_NOTE.startswith("RANDOM WEIGHTS")
+
+
+@pytest.mark.slow
+def test_cli_extracts_answers_prints_json_and_draws(checkpoints, tmp_path, capsys, monkeypatch):
+    """End to end on a 1.5-s cut of the video (3 sampled frames), figure in the current folder."""
+    clip = cut(VIDEO, tmp_path / "clip.mp4", 1.5)
+    monkeypatch.chdir(tmp_path)
+    command = ["answer", str(clip), QUESTION, "--checkpoint", str(checkpoints["open_ended"])]
+    assert main([*command, "--random-weights", "--device", "cpu", *SMALL_FLAGS]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["answer"] in ANSWERS and len(result["top"]) == 3
+    assert result["video"] == str(clip) and result["question"] == QUESTION
+    assert (result["sampled_frames"], result["frames_used"]) == (3, FRAMES)
+    assert Path(result["figure"]) == tmp_path / "clip.answer.png"
+    read_png(tmp_path / "clip.answer.png")
+
+
+def test_cli_setup_errors_exit_2_with_a_message(checkpoints, tmp_path, caplog, monkeypatch):
+    base = [str(VIDEO), QUESTION, "--random-weights", *SMALL_FLAGS]
+    assert main(["answer", *base, "--checkpoint", str(tmp_path / "missing.pt")]) == 2
+    assert "no checkpoint at" in caplog.text and "Traceback" not in caplog.text
+    caplog.clear()
+    mc = ["--checkpoint", str(checkpoints["multiple_choice"])]
+    assert main(["answer", *base, *mc]) == 2
+    assert "--candidates" in caplog.text
+    caplog.clear()
+    monkeypatch.setenv("MASN_WEIGHTS_DIR", str(tmp_path / "no-weights-here"))
+    command = [str(VIDEO), QUESTION, "--checkpoint", str(checkpoints["open_ended"])]
+    assert main(["answer", *command]) == 2
+    assert "make weights" in caplog.text and "--random-weights" in caplog.text
