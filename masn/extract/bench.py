@@ -30,10 +30,11 @@ from torch import Tensor, nn
 
 from masn.extract.networks.detector import DetectorConfig, preprocess
 from masn.extract.networks.feature_networks import FeatureNetworks, FrameFeatures
-from masn.extract.run.runner import RunOptions, extract_features, resolve_device
+from masn.extract.run.runner import RunOptions, extract_features
 from masn.extract.settings import ExtractionConfig
 from masn.extract.video.decode import decode_video
 from masn.extract.video.sources import list_videos
+from masn.runtime import autocast, resolve_device
 from masn.weights.installed import ROLE_FILES
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ def detector_rate(
     detector = networks.detector
 
     def run() -> None:
-        with torch.inference_mode(), networks._autocast(device):
+        with torch.inference_mode(), autocast(device, networks.config.precision):
             for tensor, scale in batches:
                 detector(tensor, [scale] * len(tensor))
         if device.type == "cuda":

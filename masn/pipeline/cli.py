@@ -17,11 +17,11 @@ from masn.errors import InvalidInput, UserError
 
 def _extract(args: argparse.Namespace) -> int:
     from masn.extract.networks.detector import DetectorConfig
-    from masn.extract.run.collection import default_workers, run_extraction
+    from masn.extract.run.collection import run_extraction
     from masn.extract.run.runner import RunOptions
-    from masn.extract.run.sharding import Shard
     from masn.extract.settings import ExtractionConfig
     from masn.extract.store.store import merge_stores
+    from masn.runtime import default_workers
     from masn.weights.download import cache_dir
 
     if args.merge:
@@ -37,7 +37,7 @@ def _extract(args: argparse.Namespace) -> int:
         precision=args.precision,
         feature_dtype=args.feature_dtype,
     )
-    workers = args.workers if args.workers is not None else default_workers(Shard.from_env())
+    workers = args.workers if args.workers is not None else default_workers()
     options = RunOptions(
         args.device, args.batch_size, workers, args.decoder, retry_failed=args.retry_failed
     )
@@ -253,8 +253,8 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from masn.extract.run.runner import resolve_device
     from masn.pipeline.training.evaluate import run_evaluate
+    from masn.runtime import resolve_device
 
     report = run_evaluate(
         args.checkpoint,

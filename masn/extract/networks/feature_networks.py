@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from masn.extract.networks.detector import Detector
 from masn.extract.networks.i3d import MotionFeatures
 from masn.extract.networks.resnet import GlobalAppearance
 from masn.extract.settings import ExtractionConfig
+from masn.runtime import autocast
 from masn.weights.installed import ROLE_FILES, read_installed
 
 log = logging.getLogger(__name__)
@@ -88,11 +88,6 @@ class FeatureNetworks(nn.Module):
             self.appearance.to(memory_format=torch.channels_last)
         return self
 
-    def _autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
-        if self.config.precision == "bf16":
-            return torch.autocast(device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
     @torch.inference_mode()
     def forward(
         self,
@@ -106,7 +101,7 @@ class FeatureNetworks(nn.Module):
         (B, L, S, S, 3) uint8; sizes (B, 2) original (width, height)."""
         if images.is_cuda:
             images = images.contiguous(memory_format=torch.channels_last)
-        with self._autocast(images.device):
+        with autocast(images.device, self.config.precision):
             detections = self.detector(images, scales)
             appearance = self.appearance(frames)
             motion, motion_objects = self.motion(clips, detections.boxes, sizes)

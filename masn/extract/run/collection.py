@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import replace
 from pathlib import Path
 
 from masn.errors import InvalidInput, MissingInput
 from masn.extract.networks.feature_networks import FeatureNetworks
-from masn.extract.run.runner import RunOptions, extract_features, resolve_device
+from masn.extract.run.runner import RunOptions, extract_features
 from masn.extract.run.sharding import Shard, merge_when_all_done, shard_paths
 from masn.extract.settings import ExtractionConfig
 from masn.extract.store.store import check_output
 from masn.extract.video.sources import list_videos
+from masn.runtime import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -23,12 +23,6 @@ RANDOM_WEIGHTS_WARNING = """
 #  The features are meaningless; use this only for smoke tests and timing.     #
 #  For real features run `make weights` and drop --random-weights.             #
 ################################################################################"""
-
-
-def default_workers(shard: Shard) -> int:
-    """Decode processes per rank: the CPU cores this rank's node share allows, at most 8."""
-    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
-    return max(1, min(8, (os.cpu_count() or 2) // local_ranks - 1))
 
 
 def run_extraction(

@@ -20,7 +20,6 @@ import json
 import logging
 import math
 import queue
-import re
 import threading
 import time
 from collections import defaultdict
@@ -32,7 +31,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data import IterableDataset, get_worker_info
 from tqdm import tqdm
 
 from masn.atomic import write_text
@@ -50,43 +49,12 @@ from masn.extract.video.inputs import (
     video_inputs,
 )
 from masn.extract.video.sources import VideoSource
+from masn.runtime import check_device, data_loader, resolve_device
 
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 2
 """Failures after which reruns skip a video (unless ``RunOptions.retry_failed``)."""
-
-_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
-
-
-def check_device(device: str) -> None:
-    """Refuses device names other than auto, cpu, cuda and cuda:N."""
-    if not isinstance(device, str) or not _DEVICE.fullmatch(device):
-        raise InvalidInput(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N (N = 0, 1..)")
-
-
-def resolve_device(device: str, local_rank: int = 0) -> torch.device:
-    """The torch device for ``device`` (auto, cpu, cuda or cuda:N).
-
-    ``auto``: this rank's GPU (``cuda:local_rank``) when CUDA is available, else the CPU. A
-    named GPU that is absent (no CUDA, or no such index) is refused with ``InvalidInput``.
-    """
-    check_device(device)
-    if device == "auto":
-        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    if device == "cpu":
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        why = "has no CUDA support" if torch.version.cuda is None else "finds no CUDA GPU"
-        raise InvalidInput(f"--device {device}: this PyTorch {why}; use --device cpu (or auto)")
-    count = torch.cuda.device_count()
-    index = int(device.partition(":")[2] or 0)
-    if index >= count:
-        raise InvalidInput(
-            f"--device {device}: there is no GPU {index}; this machine has {count} "
-            f"(cuda:0 to cuda:{count - 1})"
-        )
-    return torch.device(device)
 
 
 @dataclass(frozen=True)
@@ -483,11 +451,11 @@ class _Run:
         self.todo, self.config = todo, config
         self.writer, self.failures, self.summary = writer, failures, summary
         self.batcher = _Batcher(networks, device, options.batch_size)
-        self.loader = DataLoader(
+        self.loader = data_loader(
             _VideoInputs(todo, config, options.decoder),
+            device,
+            min(options.workers, len(todo)),
             batch_size=None,
-            num_workers=min(options.workers, len(todo)),
-            pin_memory=device.type == "cuda",
         )
         self.sources = {source.key: source for source in todo}
         self.videos = {key: _Video(source) for key, source in self.sources.items()}

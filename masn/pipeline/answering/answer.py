@@ -28,7 +28,7 @@ from masn.errors import InvalidInput, MissingInput
 from masn.extract.networks.feature_networks import FeatureNetworks
 from masn.extract.networks.vocab import attribute_names, object_names
 from masn.extract.run.collection import RANDOM_WEIGHTS_WARNING
-from masn.extract.run.runner import RunOptions, extract_features, resolve_device
+from masn.extract.run.runner import RunOptions, extract_features
 from masn.extract.settings import ExtractionConfig
 from masn.extract.show import frames_at
 from masn.extract.store.store import FeatureStore, VideoRecord
@@ -38,6 +38,7 @@ from masn.pipeline.answering.figure import AnswerView, draw_answer
 from masn.pipeline.qa.datasets import pad_video
 from masn.pipeline.qa.text import tokeniser
 from masn.pipeline.training.checkpoint import Predictor, load_predictor
+from masn.runtime import resolve_device
 
 log = logging.getLogger(__name__)
 

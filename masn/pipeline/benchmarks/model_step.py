@@ -7,10 +7,7 @@ same TGIF-QA shapes; on a CPU they shrink (``size="small"``) so that a run takes
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import resource
-import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -20,11 +17,18 @@ import torch
 from masn.model import MASN, MASNConfig, VideoFeatures
 from masn.model.config import Task
 from masn.pipeline.training.trainer import adam
+from masn.runtime import (
+    Precision,
+    autocast,
+    device_name,
+    peak_memory_mb,
+    resolve_device,
+    synchronize,
+)
 
 log = logging.getLogger(__name__)
 
 Size = Literal["tgif", "small"]
-Precision = Literal["fp32", "bf16"]
 
 OFFICIAL_H100_SAMPLES_PER_S = {"frameqa": 477, "count": 486, "action": 54}
 TARGET_H100_SAMPLES_PER_S = {"frameqa": 1500, "count": 1500, "action": 600}
@@ -85,24 +89,6 @@ def synthetic_batch(
     return video.to(device), tokens.to(device), lengths, target.to(device)
 
 
-def _autocast(device: torch.device, precision: Precision) -> contextlib.AbstractContextManager:
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def _peak_memory_mb(device: torch.device) -> tuple[float, str]:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
-    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20, "process_max_rss"
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def bench_case(
     case: BenchCase,
     size: Size,
@@ -131,7 +117,7 @@ def bench_case(
 
     def step() -> torch.Tensor:
         optimizer.zero_grad(set_to_none=True)
-        with _autocast(device, precision):
+        with autocast(device, precision):
             output = model(video, tokens, lengths).output
         loss = model.loss(output.float(), target)
         loss.backward()
@@ -140,15 +126,15 @@ def bench_case(
 
     for _ in range(warmup):
         step()
-    _sync(device)
+    synchronize(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
     for _ in range(steps):
         loss = step()
-    _sync(device)
+    synchronize(device)
     elapsed = time.perf_counter() - start
-    peak, memory_kind = _peak_memory_mb(device)
+    peak, memory_kind = peak_memory_mb(device)
     result = {
         "task": case.name,
         "batch": case.batch,
@@ -170,7 +156,7 @@ def _bf16_deviation(model: MASN, video, tokens, lengths, device: torch.device) -
     model.eval()
     with torch.no_grad():
         exact = model(video, tokens, lengths).output.float()
-        with _autocast(device, "bf16"):
+        with autocast(device, "bf16"):
             fast = model(video, tokens, lengths).output.float()
     model.train()
     return round(float((fast - exact).abs().max() / exact.abs().max()), 5)
@@ -186,12 +172,10 @@ def run_model_bench(
     cases: tuple[str, ...] = ("frameqa", "count", "action"),
 ) -> dict[str, Any]:
     """Runs the paper's three training cases; returns a JSON-ready report."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    target = torch.device(device)
+    target = resolve_device(device)
     size = size or ("tgif" if target.type == "cuda" else "small")
     precision = precision or ("bf16" if target.type == "cuda" else "fp32")
-    name = torch.cuda.get_device_name(target) if target.type == "cuda" else _cpu_name()
+    name = device_name(target)
     report: dict[str, Any] = {
         "benchmark": "model_training_step",
         "device": name,
@@ -210,12 +194,3 @@ def run_model_bench(
         log.info("benchmarking %s (batch %d) on %s", case.name, case.batch, name)
         report["results"].append(bench_case(case, size, target, precision, steps, warmup, mode))
     return report
-
-
-def _cpu_name() -> str:
-    threads = f"{torch.get_num_threads()} threads"
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as info:
-        for line in info:
-            if line.startswith("model name"):
-                return f"CPU: {line.split(':', 1)[1].strip()} ({threads})"
-    return f"CPU ({threads})"

@@ -27,7 +27,6 @@ import torch
 from torch.utils.data import Sampler
 
 from masn.errors import InvalidInput
-from masn.extract.run.runner import resolve_device
 from masn.extract.store.store import FeatureStore
 from masn.pipeline.benchmarks.model_step import (
     OFFICIAL_H100_SAMPLES_PER_S,
@@ -37,15 +36,13 @@ from masn.pipeline.benchmarks.model_step import (
     BenchCase,
     Precision,
     Size,
-    _cpu_name,
-    _peak_memory_mb,
-    _sync,
 )
 from masn.pipeline.examples.planted import QUESTION, WORDS, SyntheticShape, write_synthetic
 from masn.pipeline.qa.datasets import VIDEO_FIELDS, StepSampler
 from masn.pipeline.training.distributed import Process
 from masn.pipeline.training.evaluate import loader
 from masn.pipeline.training.trainer import TrainConfig, Trainer
+from masn.runtime import device_name, peak_memory_mb, resolve_device, synchronize
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +126,7 @@ def bench_train_case(
     start = time.perf_counter()
     for step in range(warmup + steps):
         if step == warmup:
-            _sync(device)
+            synchronize(device)
             if cold:
                 _evict(store)
             if device.type == "cuda":
@@ -147,9 +144,9 @@ def bench_train_case(
         if trainer.state.global_step % log_every == 0:  # as the loop: logs, so synchronises
             trainer._log_train(running / seen)
             running, seen = torch.zeros((), device=device), 0
-    _sync(device)
+    synchronize(device)
     elapsed = time.perf_counter() - start
-    peak, memory_kind = _peak_memory_mb(device)
+    peak, memory_kind = peak_memory_mb(device)
     return {
         "task": case.name,
         "head": trainer.spec.head,
@@ -195,7 +192,7 @@ def run_train_bench(
     videos = videos if videos is not None else defaults["videos"]
     if steps < 1 or warmup < 0:
         raise InvalidInput("steps must be at least 1 and warmup at least 0")
-    name = torch.cuda.get_device_name(target) if target.type == "cuda" else _cpu_name()
+    name = device_name(target)
     shape = SHAPES[size]
     report: dict[str, Any] = {
         "benchmark": "train_end_to_end",

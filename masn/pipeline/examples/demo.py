@@ -19,7 +19,7 @@ import torch
 
 from masn.extract.networks.detector import DetectorConfig
 from masn.extract.run.collection import RANDOM_WEIGHTS_WARNING, run_extraction
-from masn.extract.run.runner import RunOptions, resolve_device
+from masn.extract.run.runner import RunOptions
 from masn.extract.settings import ExtractionConfig
 from masn.pipeline.answering.answer import answer_video
 from masn.pipeline.examples.demo_sample import (
@@ -31,6 +31,7 @@ from masn.pipeline.examples.demo_sample import (
 )
 from masn.pipeline.training.evaluate import run_evaluate
 from masn.pipeline.training.trainer import GLOVE_FILE, TrainConfig, train
+from masn.runtime import resolve_device
 from masn.weights.download import cache_dir
 from masn.weights.installed import ROLE_FILES
 

@@ -8,7 +8,6 @@ next to MASN, because TGIF-QA's candidates alone give much of the answer away.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from masn.pipeline.training.baseline import answer_only_baseline
 from masn.pipeline.training.checkpoint import Predictor, load_predictor
 from masn.pipeline.training.distributed import Process
 from masn.pipeline.training.metrics import Tally
+from masn.runtime import autocast, data_loader
 
 log = logging.getLogger(__name__)
 
@@ -54,25 +54,15 @@ class Loading:
     workers: int
 
 
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast on a GPU when asked; plain float32 otherwise."""
-    if precision == "bf16" and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def loader(dataset: QADataset, batches: Any, loading: Loading, device: torch.device) -> DataLoader:
     """Batches from worker processes, pinned for the GPU; global RNG untouched (resumability)."""
-    workers = loading.workers
-    return DataLoader(
+    return data_loader(
         dataset,
+        device,
+        loading.workers,
+        prefetch=4,
         batch_sampler=batches,
         collate_fn=Collate(dataset.questions),
-        num_workers=workers,
-        pin_memory=device.type == "cuda",
-        prefetch_factor=4 if workers else None,
-        persistent_workers=False,
-        generator=torch.Generator().manual_seed(0),
     )
 
 

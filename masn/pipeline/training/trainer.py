@@ -36,8 +36,6 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from masn.errors import InvalidInput
-from masn.extract.run.collection import default_workers
-from masn.extract.run.runner import resolve_device
 from masn.model import MASN, MASNConfig
 from masn.pipeline.qa.datasets import Batch, QADataset, StepSampler
 from masn.pipeline.qa.prepare import TaskData, feature_dims, open_source, prepare_task, word_vectors
@@ -48,13 +46,13 @@ from masn.pipeline.training.checkpoint import load_checkpoint, model_payload, sa
 from masn.pipeline.training.distributed import Process
 from masn.pipeline.training.evaluate import (
     Loading,
-    autocast,
     evaluate_split,
     loader,
     metric_settings,
 )
 from masn.pipeline.training.metrics import selection_metric
 from masn.pipeline.training.run_log import RunLog
+from masn.runtime import autocast, default_workers, resolve_device
 from masn.weights.download import cache_dir
 
 log = logging.getLogger(__name__)
@@ -193,7 +191,7 @@ class Trainer:
             spec.frames if config.frames is None else config.frames,
             config.sampling,
             spec.batch_size if config.batch_size is None else config.batch_size,
-            default_workers(process) if config.workers is None else config.workers,
+            default_workers() if config.workers is None else config.workers,
         )
         last = self.run / "last.pt"
         if last.exists() and not config.resume:

@@ -28,7 +28,6 @@ import pytest
 import torch
 
 from masn.errors import InvalidInput
-from masn.extract.video import inputs
 from masn.extract.bench import StandInNetworks
 from masn.extract.networks.detector import DetectorConfig
 from masn.extract.networks.feature_networks import FeatureNetworks
@@ -38,14 +37,15 @@ from masn.extract.run.runner import (
     RunSummary,
     extract_features,
     failures_path,
-    resolve_device,
 )
 from masn.extract.settings import ExtractionConfig
 from masn.extract.show import show
 from masn.extract.store.store import FIELDS, FeatureStore, PartWriter, StoreWriter
+from masn.extract.video import inputs
 from masn.extract.video.decode import decode_video
 from masn.extract.video.sources import VideoSource, list_videos
 from masn.pipeline.examples.demo_sample import SAMPLE_DIR
+from masn.runtime import autocast
 from tests.builders import (
     HEIGHT,
     WIDTH,
@@ -252,7 +252,7 @@ def test_bf16_autocast_keeps_global_features_close_to_fp32(collection):
     with torch.no_grad():
         a32 = exact.appearance(small)
         m32, o32 = exact.motion(clips, boxes, sizes)
-        with fast._autocast(torch.device("cpu")):
+        with autocast(torch.device("cpu"), fast.config.precision):
             a16 = fast.appearance(small).float()
             m16, o16 = fast.motion(clips, boxes, sizes)
     for ours, reference in ((a16, a32), (m16, m32), (o16, o32)):
@@ -701,20 +701,6 @@ def test_settings_are_checked_when_built(monkeypatch):
         with pytest.raises(InvalidInput, match="use auto, cpu, cuda or cuda:N"):
             RunOptions(device=device)
     assert RunOptions(device="cuda:1", retry_failed=True).retry_failed
-
-
-def test_device_resolution(monkeypatch):
-    assert resolve_device("cpu") == torch.device("cpu")
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert resolve_device("auto", local_rank=3) == torch.device("cpu")
-    with pytest.raises(InvalidInput, match="use --device cpu"):
-        resolve_device("cuda")
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    assert resolve_device("auto", local_rank=1) == torch.device("cuda:1")
-    assert resolve_device("cuda:1") == torch.device("cuda:1")
-    with pytest.raises(InvalidInput, match="there is no GPU 2; this machine has 2"):
-        resolve_device("cuda:2")
 
 
 @pytest.mark.slow
