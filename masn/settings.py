@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
+import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, Union
 
 import dacite
 import yaml
@@ -29,6 +31,33 @@ from masn.errors import InvalidInput, MissingInput
 S = TypeVar("S")
 
 _DACITE = dacite.Config(strict=True, cast=[Path, tuple])
+
+
+def check_choices(settings: Any) -> None:
+    """Refuses a value outside its field's ``Literal`` choices (optional fields may be None).
+
+    Flags and config files are checked by their parsers; this also catches settings built in
+    Python, from the field types alone, so no list of choices is written twice.
+    """
+    hints = typing.get_type_hints(type(settings))
+    for field in dataclasses.fields(settings):
+        choices = _literal_choices(hints[field.name])
+        value = getattr(settings, field.name)
+        if choices is not None and value not in choices:
+            allowed = ", ".join(repr(choice) for choice in choices if choice is not None)
+            raise InvalidInput(f"{field.name} must be one of {allowed}; got {value!r}")
+
+
+def _literal_choices(kind: Any) -> tuple[Any, ...] | None:
+    """The values a ``Literal[...]`` or ``Literal[...] | None`` type allows (None: not one)."""
+    if typing.get_origin(kind) is Literal:
+        return typing.get_args(kind)
+    if typing.get_origin(kind) in (Union, types.UnionType):
+        members = typing.get_args(kind)
+        literals = [m for m in members if typing.get_origin(m) is Literal]
+        if len(literals) == 1 and len(members) == 2 and type(None) in members:
+            return (*typing.get_args(literals[0]), None)
+    return None
 
 
 def to_dict(settings: Any) -> dict[str, Any]:

@@ -61,10 +61,9 @@ def test_training_step_never_waits_for_the_gpu(case):
 
 def test_cuda_extraction_matches_cpu(tmp_path):
     from masn.extract.bench import write_video
-    from masn.extract.networks.detector import DetectorConfig
     from masn.extract.networks.feature_networks import FeatureNetworks
-    from masn.extract.run.runner import RunOptions, extract_features
-    from masn.extract.settings import ExtractionConfig
+    from masn.extract.run.runner import extract_features
+    from masn.extract.settings import DetectorConfig, ExtractionConfig, RunOptions
     from masn.extract.store.store import FeatureStore
     from masn.extract.video.sources import list_videos
 
@@ -88,11 +87,12 @@ def test_cuda_extraction_matches_cpu(tmp_path):
 def test_cuda_training_with_bf16_learns_planted_answers(tmp_path):
     """`masn train` on a GPU: pinned batches, bf16 autocast, the same planted task as on CPU."""
     from masn.pipeline.examples.planted import write_synthetic
-    from masn.pipeline.training.trainer import TrainConfig, train
+    from masn.pipeline.training.settings import TrainSettings
+    from masn.pipeline.training.trainer import train
 
     annotations, store = write_synthetic(tmp_path / "data", "open_ended", seed=1)
     report = train(
-        TrainConfig(
+        TrainSettings(
             task="custom",
             annotations=str(annotations),
             features=str(store),

@@ -28,10 +28,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from masn.extract.networks.detector import DetectorConfig, preprocess
+from masn.extract.networks.detector import preprocess
 from masn.extract.networks.feature_networks import FeatureNetworks, FrameFeatures
-from masn.extract.run.runner import RunOptions, extract_features
-from masn.extract.settings import ExtractionConfig
+from masn.extract.run.runner import extract_features
+from masn.extract.settings import DetectorConfig, ExtractionConfig, RunOptions
 from masn.extract.video.decode import decode_video
 from masn.extract.video.sources import list_videos
 from masn.runtime import autocast, resolve_device

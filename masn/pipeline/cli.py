@@ -16,10 +16,8 @@ from masn.errors import InvalidInput, UserError
 
 
 def _extract(args: argparse.Namespace) -> int:
-    from masn.extract.networks.detector import DetectorConfig
     from masn.extract.run.collection import run_extraction
-    from masn.extract.run.runner import RunOptions
-    from masn.extract.settings import ExtractionConfig
+    from masn.extract.settings import DetectorConfig, ExtractionConfig, RunOptions
     from masn.extract.store.store import merge_stores
     from masn.runtime import default_workers
     from masn.weights.download import cache_dir
@@ -167,10 +165,11 @@ def _add_features(commands: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from masn.pipeline.training.trainer import TrainConfig, train
+    from masn.pipeline.training.settings import TrainSettings
+    from masn.pipeline.training.trainer import train
 
-    values = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__}
-    report = train(TrainConfig(**values))
+    values = {k: v for k, v in vars(args).items() if k in TrainSettings.__dataclass_fields__}
+    report = train(TrainSettings(**values))
     print(json.dumps(report, indent=2))
     return 0
 
@@ -293,8 +292,7 @@ def _add_evaluate(commands: argparse._SubParsersAction) -> None:
 
 
 def _answer(args: argparse.Namespace) -> int:
-    from masn.extract.networks.detector import DetectorConfig
-    from masn.extract.settings import ExtractionConfig
+    from masn.extract.settings import DetectorConfig, ExtractionConfig
     from masn.pipeline.answering.answer import answer_video
 
     sizes = {"min_size": args.min_size, "max_size": args.max_size, "post_nms_top_n": args.proposals}

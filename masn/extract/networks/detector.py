@@ -27,7 +27,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import FrozenBatchNorm2d, roi_pool
 
-from masn.errors import InvalidInput
 from masn.extract.networks.proposals import (
     box_sizes,
     caffe_anchors,
@@ -38,50 +37,11 @@ from masn.extract.networks.proposals import (
     per_class_nms_max_score,
     select_boxes,
 )
+from masn.extract.settings import DetectorConfig
 
 PIXEL_MEANS_BGR = (102.9801, 115.9465, 122.7717)
 OBJECT_CLASSES = 1600
 ATTRIBUTE_CLASSES = 400
-
-
-@dataclass(frozen=True)
-class DetectorConfig:
-    """Test-time settings of the bottom-up-attention model (its Caffe test config by default)."""
-
-    min_size: int = 600
-    max_size: int = 1000
-    pre_nms_top_n: int = 6000
-    post_nms_top_n: int = 300
-    rpn_nms: float = 0.7
-    rpn_min_size: int = 16
-    pool_size: int = 14
-    class_nms: float = 0.3
-    conf_threshold: float = 0.2
-    boxes: int = 10
-
-    def __post_init__(self) -> None:
-        counts = {
-            "min_size": self.min_size,
-            "max_size": self.max_size,
-            "pre_nms_top_n": self.pre_nms_top_n,
-            "proposals (post_nms_top_n)": self.post_nms_top_n,
-            "pool_size": self.pool_size,
-            "boxes": self.boxes,
-        }
-        for name, value in counts.items():
-            if value != int(value) or value < 1:
-                raise InvalidInput(f"detector {name} must be a whole number >= 1, got {value!r}")
-        if self.min_size > self.max_size:
-            raise InvalidInput(
-                f"detector min_size {self.min_size} is larger than max_size {self.max_size}: "
-                "the short side cannot exceed the long-side cap"
-            )
-        if self.rpn_min_size < 0:
-            raise InvalidInput(f"rpn_min_size must be >= 0, got {self.rpn_min_size}")
-        for name in ("rpn_nms", "class_nms", "conf_threshold"):
-            value = getattr(self, name)
-            if not 0 <= value <= 1:
-                raise InvalidInput(f"detector {name} must lie in [0, 1], got {value!r}")
 
 
 class Bottleneck(nn.Module):

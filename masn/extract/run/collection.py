@@ -8,9 +8,9 @@ from pathlib import Path
 
 from masn.errors import InvalidInput, MissingInput
 from masn.extract.networks.feature_networks import FeatureNetworks
-from masn.extract.run.runner import RunOptions, extract_features
+from masn.extract.run.runner import extract_features
 from masn.extract.run.sharding import Shard, merge_when_all_done, shard_paths
-from masn.extract.settings import ExtractionConfig
+from masn.extract.settings import ExtractionConfig, RunOptions
 from masn.extract.store.store import check_output
 from masn.extract.video.sources import list_videos
 from masn.runtime import resolve_device

@@ -35,11 +35,9 @@ from torch.utils.data import IterableDataset, get_worker_info
 from tqdm import tqdm
 
 from masn.atomic import write_text
-from masn.errors import InvalidInput
 from masn.extract.networks.feature_networks import FeatureNetworks, FrameFeatures
-from masn.extract.settings import ExtractionConfig
+from masn.extract.settings import ExtractionConfig, RunOptions
 from masn.extract.store.store import PartWriter, StoreWriter, VideoRecord
-from masn.extract.video.decode import check_decoder
 from masn.extract.video.inputs import (
     FrameInputs,
     Stage,
@@ -49,40 +47,12 @@ from masn.extract.video.inputs import (
     video_inputs,
 )
 from masn.extract.video.sources import VideoSource
-from masn.runtime import check_device, data_loader, resolve_device
+from masn.runtime import data_loader, default_workers, resolve_device
 
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 2
 """Failures after which reruns skip a video (unless ``RunOptions.retry_failed``)."""
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """How to run (not recorded in the store: it does not change the features).
-
-    device: auto, cpu, cuda or cuda:N. batch_size: sampled frames per network batch. workers:
-    decode processes (0: in-process). decoder: pyav or decord. retry_failed: also retry the
-    videos that already failed twice (reruns retry a failed video once, then skip it). Values are
-    checked when the options are built (``InvalidInput``); whether the device exists is checked
-    by ``resolve_device`` when the run starts.
-    """
-
-    device: str = "auto"
-    batch_size: int = 8
-    workers: int = 2
-    decoder: str = "pyav"
-    retry_failed: bool = False
-
-    def __post_init__(self) -> None:
-        check_device(self.device)
-        if self.batch_size != int(self.batch_size) or self.batch_size < 1:
-            raise InvalidInput(f"batch size must be a whole number >= 1, got {self.batch_size!r}")
-        if self.workers != int(self.workers) or self.workers < 0:
-            raise InvalidInput(
-                f"workers must be a whole number >= 0 (0: decode in-process), got {self.workers!r}"
-            )
-        check_decoder(self.decoder)
 
 
 @dataclass
@@ -454,7 +424,7 @@ class _Run:
         self.loader = data_loader(
             _VideoInputs(todo, config, options.decoder),
             device,
-            min(options.workers, len(todo)),
+            min(default_workers() if options.workers is None else options.workers, len(todo)),
             batch_size=None,
         )
         self.sources = {source.key: source for source in todo}

@@ -14,7 +14,6 @@ records.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import re
 from collections.abc import Iterator
@@ -25,40 +24,16 @@ from pathlib import Path
 import av
 import numpy as np
 
-from masn.errors import InvalidInput
+from masn.extract.settings import check_decoder
 from masn.extract.video.frames import TIME_TOLERANCE, FrameSelector, end_time, select_frames
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("pyav", "decord")
 _DECORD_CHUNK = 32  # frames fetched per decord get_batch call while streaming
 
 
 class DecodeError(Exception):
     """A video that cannot be decoded; the message is a short reason for the failure record."""
-
-
-def _unknown_backend(backend: str) -> InvalidInput:
-    choices = ", ".join(BACKENDS)
-    return InvalidInput(f"unknown decoding backend {backend!r}: choose one of {choices}")
-
-
-def _installed(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ValueError:  # in sys.modules without a spec (e.g. blocked with None)
-        return False
-
-
-def check_decoder(backend: str) -> None:
-    """Refuses an unknown backend, and decord when it is not installed (before any decoding)."""
-    if backend not in BACKENDS:
-        raise _unknown_backend(backend)
-    if backend == "decord" and not _installed("decord"):
-        raise InvalidInput(
-            "the decord backend is not installed: pip install decord==0.6.0, "
-            "or use the default backend pyav"
-        )
 
 
 def quarter_turns(rotation: float) -> int:
@@ -316,7 +291,8 @@ def _frames(
         return _iter_pyav(Path(path), fps, progress)
     if backend == "decord":
         return _iter_decord(Path(path), fps, progress, max_frames)
-    raise _unknown_backend(backend)
+    check_decoder(backend)
+    raise AssertionError(f"no iterator for the decoder {backend!r}")
 
 
 class VideoStream:

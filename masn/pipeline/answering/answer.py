@@ -28,8 +28,8 @@ from masn.errors import InvalidInput, MissingInput
 from masn.extract.networks.feature_networks import FeatureNetworks
 from masn.extract.networks.vocab import attribute_names, object_names
 from masn.extract.run.collection import RANDOM_WEIGHTS_WARNING
-from masn.extract.run.runner import RunOptions, extract_features
-from masn.extract.settings import ExtractionConfig
+from masn.extract.run.runner import extract_features
+from masn.extract.settings import ExtractionConfig, RunOptions
 from masn.extract.show import frames_at
 from masn.extract.store.store import FeatureStore, VideoRecord
 from masn.extract.video.sources import VideoSource

@@ -41,7 +41,8 @@ from masn.pipeline.examples.planted import QUESTION, WORDS, SyntheticShape, writ
 from masn.pipeline.qa.datasets import VIDEO_FIELDS, StepSampler
 from masn.pipeline.training.distributed import Process
 from masn.pipeline.training.evaluate import loader
-from masn.pipeline.training.trainer import TrainConfig, Trainer
+from masn.pipeline.training.settings import TrainSettings
+from masn.pipeline.training.trainer import Trainer
 from masn.runtime import device_name, peak_memory_mb, resolve_device, synchronize
 
 log = logging.getLogger(__name__)
@@ -224,7 +225,7 @@ def run_train_bench(
         for case_name in cases:
             case = CASES[case_name]
             annotations = derive_annotations(multiple_choice, case.task, root / case.name)
-            config = TrainConfig(
+            config = TrainSettings(
                 task="custom",
                 annotations=str(annotations),
                 features=str(store),

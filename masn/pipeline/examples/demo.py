@@ -17,10 +17,8 @@ from typing import Any
 
 import torch
 
-from masn.extract.networks.detector import DetectorConfig
 from masn.extract.run.collection import RANDOM_WEIGHTS_WARNING, run_extraction
-from masn.extract.run.runner import RunOptions
-from masn.extract.settings import ExtractionConfig
+from masn.extract.settings import DetectorConfig, ExtractionConfig, RunOptions
 from masn.pipeline.answering.answer import answer_video
 from masn.pipeline.examples.demo_sample import (
     DEMO_QUESTION,
@@ -30,7 +28,8 @@ from masn.pipeline.examples.demo_sample import (
     questions_dir,
 )
 from masn.pipeline.training.evaluate import run_evaluate
-from masn.pipeline.training.trainer import GLOVE_FILE, TrainConfig, train
+from masn.pipeline.training.settings import GLOVE_FILE, TrainSettings
+from masn.pipeline.training.trainer import train
 from masn.runtime import resolve_device
 from masn.weights.download import cache_dir
 from masn.weights.installed import ROLE_FILES
@@ -101,7 +100,7 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
         "features": str(store),
         "runs": {},
     }
-    base = TrainConfig(
+    base = TrainSettings(
         task="custom",
         features=str(store),
         glove=str(glove) if glove.is_file() else "random",

@@ -41,7 +41,8 @@ from masn.pipeline.qa.tasks import load_splits
 from masn.pipeline.qa.text import tokeniser
 from masn.pipeline.training.checkpoint import load_predictor
 from masn.pipeline.training.evaluate import Loading, loader
-from masn.pipeline.training.trainer import TrainConfig, train
+from masn.pipeline.training.settings import TrainSettings
+from masn.pipeline.training.trainer import train
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +190,7 @@ def _run(folder: Path, seed: int, shape: SynergyShape, settings: SynergySettings
         run = folder / "runs" / streams
         log.info("synergy: training %s (streams=%s)", name, streams)
         report = train(
-            TrainConfig(
+            TrainSettings(
                 task="custom",
                 annotations=str(annotations),
                 features=str(store),

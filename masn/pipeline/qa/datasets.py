@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields, replace
-from typing import Literal, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -23,12 +23,11 @@ from masn.extract.store.store import VideoRecord
 from masn.model import VideoFeatures
 from masn.pipeline.qa.annotations import QARow, count_error
 from masn.pipeline.qa.answer_set import OUT_OF_SET, AnswerSet, OutOfSet
-from masn.pipeline.qa.tasks import TaskSpec
+from masn.pipeline.qa.tasks import Sampling, TaskSpec
 from masn.pipeline.qa.text import QUESTION_WIDTH, Tokeniser, Vocabulary
 
 log = logging.getLogger(__name__)
 
-Sampling = Literal["first", "uniform"]
 # Store field -> VideoFeatures field.
 VIDEO_FIELDS = {
     "appearance": "appearance",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -28,6 +29,8 @@ from masn.pipeline.qa.annotations import (
 
 log = logging.getLogger(__name__)
 
+Sampling = Literal["first", "uniform"]
+"""Longer videos: their first T sampled frames (the official code) or T spread evenly."""
 SPLITS = ("train", "val", "test")
 TGIF_SPLITS = ("train", "test")  # validation is split off the training videos
 
@@ -69,6 +72,8 @@ TASKS: dict[str, TaskSpec] = {
         TaskSpec("custom", "open_ended", "custom", 20, 32),
     )
 }
+TaskName = Literal[tuple(TASKS)]  # type: ignore[valid-type]
+"""The task names, as settings and flags accept them."""
 _DEFAULT_DIRS = {"tgif": "data/tgif-qa", "msvd": "data/msvd-qa", "msrvtt": "data/msrvtt-qa"}
 
 

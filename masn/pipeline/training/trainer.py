@@ -52,98 +52,19 @@ from masn.pipeline.training.evaluate import (
 )
 from masn.pipeline.training.metrics import selection_metric
 from masn.pipeline.training.run_log import RunLog
+from masn.pipeline.training.settings import FIXED_ON_RESUME, GLOVE_FILE, TrainSettings
 from masn.runtime import autocast, default_workers, resolve_device
+from masn.settings import to_dict
 from masn.weights.download import cache_dir
 
 log = logging.getLogger(__name__)
 
-GLOVE_FILE = "glove.42B.300d.zip"
-# Settings that must not change when a run resumes: they shape the data, the model or the loop.
-_DATA_SETTINGS = ("task", "head", "tokenizer", "frames", "sampling", "val_fraction", "glove")
-_MODEL_SETTINGS = ("mode", "hidden", "dropout", "streams", "fusion", "out_of_set", "answers_top")
-_LOOP_SETTINGS = ("batch_size", "lr", "seed", "select_on")
-_FIXED_ON_RESUME = _DATA_SETTINGS + _MODEL_SETTINGS + _LOOP_SETTINGS
 _NONE = 2**62  # "no step yet" for the first non-finite step (a minimum over processes)
 _NAMED = 8  # questions named in a divergence message
 
 
 class Diverged(InvalidInput):
     """Training produced a non-finite loss, model or metric; the message says where and why."""
-
-
-@dataclass
-class TrainConfig:
-    """Everything ``masn train`` takes; None means "the task's default" (see TaskSpec).
-
-    Numbers out of range (frames or batch size 0, lr 0 or NaN, an odd hidden size...) raise
-    InvalidInput naming the flag; they are never replaced by a default.
-    """
-
-    task: str = "frameqa"
-    annotations: str | None = None
-    features: str | None = None
-    out: str | None = None  # run folder, default runs/<task>
-    glove: str | None = None  # GloVe .txt/.zip; default the weights cache's 42B file; "random"
-    head: str | None = None  # custom collections only
-    mode: str = "fixed"
-    tokenizer: str | None = None  # default: official in reference mode, clean otherwise
-    frames: int | None = None
-    sampling: str = "first"
-    batch_size: int | None = None
-    lr: float = 1e-4
-    epochs: int = 100
-    patience: int = 10
-    select_on: str = "val"
-    val_fraction: float = 0.1
-    seed: int = 999
-    out_of_set: str = "wrong"
-    answers_top: int | None = None
-    hidden: int = 512
-    dropout: float = 0.3
-    streams: str = "both"
-    fusion: str = "full"
-    workers: int | None = None
-    device: str = "auto"
-    precision: str | None = None  # default bf16 autocast on GPUs, fp32 on CPUs
-    save_every: int = 0  # steps between mid-epoch checkpoints (0: epoch ends only)
-    log_every: int = 50
-    baseline: bool = True
-    resume: bool = False
-
-    def __post_init__(self) -> None:
-        choices = {
-            "mode": ("fixed", "reference"),
-            "sampling": ("first", "uniform"),
-            "select_on": ("val", "test"),
-            "out_of_set": ("wrong", "reference"),
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise InvalidInput(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        _check_ranges(self)
-
-
-def _check_ranges(config: TrainConfig) -> None:
-    """Numbers out of range are refused, never replaced by a default (flag names as the CLI's)."""
-    lr = config.lr
-    rules = [
-        ("frames", config.frames is None or config.frames >= 1, "at least 1 (or left out)"),
-        ("batch_size", config.batch_size is None or config.batch_size >= 1, "at least 1"),
-        ("workers", config.workers is None or config.workers >= 0, "at least 0"),
-        ("lr", math.isfinite(lr) and lr > 0, "a finite number above 0, e.g. 1e-4"),
-        ("epochs", config.epochs >= 1, "at least 1"),
-        ("patience", config.patience >= 1, "at least 1"),
-        ("val_fraction", 0 < config.val_fraction < 1, "between 0 and 1, e.g. 0.1"),
-        ("hidden", config.hidden >= 2 and config.hidden % 2 == 0, "an even number >= 2"),
-        ("dropout", 0 <= config.dropout < 1, "in [0, 1)"),
-        ("save_every", config.save_every >= 0, "at least 0 (0: at epoch ends only)"),
-        ("log_every", config.log_every >= 1, "at least 1"),
-        ("answers_top", config.answers_top is None or config.answers_top >= 2, "at least 2"),
-    ]
-    for name, valid, wanted in rules:
-        if not valid:
-            flag = "--" + name.replace("_", "-")
-            raise InvalidInput(f"{flag} must be {wanted}, got {getattr(config, name)!r}")
 
 
 def adam(parameters: Iterable[torch.nn.Parameter], lr: float) -> torch.optim.Adam:
@@ -173,7 +94,7 @@ class LoopState:
 class Trainer:
     """One training run in one process (torchrun starts one per GPU)."""
 
-    def __init__(self, config: TrainConfig, process: Process, device: torch.device):
+    def __init__(self, config: TrainSettings, process: Process, device: torch.device):
         self.config, self.process, self.device = config, process, device
         spec = task_spec(config.task)
         self.annotations = Path(config.annotations or spec.annotations)
@@ -262,7 +183,7 @@ class Trainer:
 
     def _payload(self, metrics: dict[str, Any]) -> dict[str, Any]:
         settings = {
-            **asdict(self.config),
+            **to_dict(self.config),
             "annotations": str(self.annotations),
             "features": str(self.features),
             "tokenizer": self.tokenizer,
@@ -296,7 +217,7 @@ class Trainer:
     def _restore(self, payload: dict[str, Any]) -> None:
         saved = payload["info"]["train_config"]
         current = self._payload({})["info"]["train_config"]
-        changed = [k for k in _FIXED_ON_RESUME if saved.get(k) != current.get(k)]
+        changed = [k for k in FIXED_ON_RESUME if saved.get(k) != current.get(k)]
         if changed:
             diff = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed)
             raise InvalidInput(f"cannot resume {self.run} with other settings ({diff})")
@@ -583,7 +504,7 @@ def _set_rng_state(state: dict[str, torch.Tensor], device: torch.device) -> None
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
-def train(config: TrainConfig) -> dict[str, Any]:
+def train(config: TrainSettings) -> dict[str, Any]:
     """Trains (or resumes) one run; returns the final report (also in RUN/report.json)."""
     process = Process.from_env()
     device = resolve_device(config.device, process.local_rank)

@@ -29,16 +29,14 @@ import torch
 
 from masn.errors import InvalidInput
 from masn.extract.bench import StandInNetworks
-from masn.extract.networks.detector import DetectorConfig
 from masn.extract.networks.feature_networks import FeatureNetworks
 from masn.extract.run.collection import run_extraction
 from masn.extract.run.runner import (
-    RunOptions,
     RunSummary,
     extract_features,
     failures_path,
 )
-from masn.extract.settings import ExtractionConfig
+from masn.extract.settings import DetectorConfig, ExtractionConfig, RunOptions
 from masn.extract.show import show
 from masn.extract.store.store import FIELDS, FeatureStore, PartWriter, StoreWriter
 from masn.extract.video import inputs

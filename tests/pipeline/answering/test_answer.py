@@ -17,9 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from masn.extract.networks.detector import DetectorConfig
 from masn.extract.networks.feature_networks import FeatureNetworks
-from masn.extract.settings import ExtractionConfig
+from masn.extract.settings import DetectorConfig, ExtractionConfig
 from masn.extract.store.store import VideoRecord
 from masn.model import MASN, MASNConfig
 from masn.pipeline.answering.answer import (

@@ -24,7 +24,8 @@ from masn.pipeline.examples.planted import write_synthetic
 from masn.pipeline.training.checkpoint import load_checkpoint, load_predictor
 from masn.pipeline.training.distributed import Process
 from masn.pipeline.training.evaluate import loader, run_evaluate
-from masn.pipeline.training.trainer import Diverged, TrainConfig, Trainer, adam, train
+from masn.pipeline.training.settings import TrainSettings
+from masn.pipeline.training.trainer import Diverged, Trainer, adam, train
 
 HEADS = ("open_ended", "count", "multiple_choice")
 # Small and fast: planted answers are learnt in a few epochs at a higher learning rate.
@@ -53,7 +54,7 @@ def trained(collections, tmp_path_factory) -> dict[str, dict]:
     reports = {}
     for head in HEADS:
         annotations, store = collections[head]
-        config = TrainConfig(
+        config = TrainSettings(
             **FAST,
             annotations=str(annotations),
             features=str(store),
@@ -142,7 +143,7 @@ def test_count_metric_uses_the_papers_clamp_and_zero_to_one_mapping():
 
 def test_early_stopping_and_test_selection(collections, tmp_path):
     annotations, store = collections["open_ended"]
-    config = TrainConfig(
+    config = TrainSettings(
         **{**FAST, "lr": 1e-30},  # a learning rate must be positive; this one changes nothing
         annotations=str(annotations),
         features=str(store),
@@ -163,12 +164,12 @@ def test_a_run_folder_is_never_overwritten_and_resume_keeps_settings(collections
     annotations, store = collections["open_ended"]
     common = {**FAST, "annotations": str(annotations), "features": str(store)}
     out = str(tmp_path / "run")
-    train(TrainConfig(**common, out=out, epochs=1))
+    train(TrainSettings(**common, out=out, epochs=1))
     with pytest.raises(ValueError, match="--resume"):
-        train(TrainConfig(**common, out=out, epochs=2))
+        train(TrainSettings(**common, out=out, epochs=2))
     with pytest.raises(ValueError, match="hidden"):
-        train(TrainConfig(**{**common, "hidden": 32}, out=out, epochs=2, resume=True))
-    report = train(TrainConfig(**common, out=out, epochs=2, resume=True))
+        train(TrainSettings(**{**common, "hidden": 32}, out=out, epochs=2, resume=True))
+    report = train(TrainSettings(**common, out=out, epochs=2, resume=True))
     assert report["epochs_run"] == 2
 
 
@@ -257,7 +258,7 @@ def test_training_reads_the_official_four_file_layout(collections, tmp_path):
         text = "".join(json.dumps({**row, "video": keys[row["video"]]}) + "\n" for row in rows)
         (renamed / f"{split}.jsonl").write_text(text)
     report = train(
-        TrainConfig(
+        TrainSettings(
             **FAST,
             annotations=str(renamed),
             features=str(tmp_path / "official"),
@@ -279,7 +280,7 @@ def test_missing_videos_are_reported_never_zero_filled(collections, tmp_path, ca
         (folder / f"{split}.jsonl").write_text((annotations / f"{split}.jsonl").read_text())
     (folder / "test.jsonl").write_text(rows + extra + "\n")
     report = train(
-        TrainConfig(
+        TrainSettings(
             **FAST, annotations=str(folder), features=str(store), out=str(tmp_path / "r"), epochs=1
         )
     )
@@ -346,7 +347,7 @@ def test_tgif_tasks_train_on_real_annotation_rows(shared_dir, tmp_path, task, ca
     rows = read_tgif(folder / f"Test_{task}_question.csv", task)
     keys = {row.keys[0] for row in rows[:200]}
     store = _store_for(sorted(keys), tmp_path / "tgif.h5")
-    config = TrainConfig(
+    config = TrainSettings(
         task=task,
         annotations=str(folder),
         features=str(store),
@@ -379,7 +380,7 @@ def test_word_vectors_come_from_any_glove_file_and_are_cached(collections, tmp_p
     glove.write_text(
         "".join(f"{w} {' '.join(f'{x:.6f}' for x in v)}\n" for w, v in vectors.items())
     )
-    config = TrainConfig(
+    config = TrainSettings(
         **{**FAST, "glove": str(glove)},
         annotations=str(annotations),
         features=str(store),
@@ -421,7 +422,7 @@ def test_word_vectors_come_from_any_glove_file_and_are_cached(collections, tmp_p
 )
 def test_train_config_refuses_values_out_of_range(values, flag):
     with pytest.raises(InvalidInput, match=f"^{flag} must be"):
-        TrainConfig(**values)
+        TrainSettings(**values)
 
 
 def test_zero_frames_or_batch_size_is_an_error_never_the_default(tmp_path, caplog):
@@ -502,7 +503,7 @@ def test_non_finite_weights_or_metrics_are_never_saved(collections, tmp_path, mo
     monkeypatch.setattr(Trainer, "_evaluate", evaluate)
     for poison, words in (("weights", "weights are not finite"), ("metrics", "metrics after")):
         out = tmp_path / poison
-        config = TrainConfig(
+        config = TrainSettings(
             **FAST, annotations=str(annotations), features=str(store), out=str(out), epochs=3
         )
         with pytest.raises(Diverged, match=f"{words}.*epoch 2") as caught:
@@ -517,7 +518,7 @@ def test_non_finite_weights_or_metrics_are_never_saved(collections, tmp_path, mo
 def test_the_divergence_watch_never_waits_for_the_gpu(collections, tmp_path):
     """The loop's step and its non-finite-loss note run under CUDA's sync debug mode."""
     annotations, store = collections["count"]
-    config = TrainConfig(
+    config = TrainSettings(
         **{**FAST, "device": "cuda"},
         annotations=str(annotations),
         features=str(store),

@@ -1,0 +1,132 @@
+"""The settings of `masn train` and `masn evaluate`: one dataclass each, torch-free.
+
+The command line builds its flags, help and defaults from these dataclasses; config files load
+into them (``masn.settings``); a run folder keeps the settings that made it (``config.yaml``).
+None means "the task's default" (``masn.pipeline.qa.tasks.TaskSpec``). Numbers out of range
+are refused with the flag's name, never replaced by a default.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from masn.errors import InvalidInput
+from masn.model.config import Fusion, Mode, Streams, Task
+from masn.pipeline.qa.answer_set import OutOfSet
+from masn.pipeline.qa.tasks import Sampling, TaskName
+from masn.runtime import Precision, check_device
+from masn.settings import check_choices
+
+GLOVE_FILE = "glove.42B.300d.zip"
+"""The paper's word vectors, looked up in the weights cache by default."""
+
+# Settings that must not change when a run resumes: they shape the data, the model or the loop.
+DATA_SETTINGS = ("task", "head", "tokenizer", "frames", "sampling", "val_fraction", "glove")
+MODEL_SETTINGS = ("mode", "hidden", "dropout", "streams", "fusion", "out_of_set", "answers_top")
+LOOP_SETTINGS = ("batch_size", "lr", "seed", "select_on")
+FIXED_ON_RESUME = DATA_SETTINGS + MODEL_SETTINGS + LOOP_SETTINGS
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Train MASN on a task (torchrun for several GPUs).
+
+    The run folder gets best.pt, last.pt (resumable), metrics.jsonl, tensorboard/, report.json
+    and config.yaml. Defaults reproduce the paper (Adam 1e-4, batch 32 / 16 for Action and
+    Transition, T 20 / 30).
+    """
+
+    task: TaskName = "frameqa"
+    """TGIF-QA count / action / transition / frameqa, msvd, msrvtt, or custom (your JSONL)."""
+    annotations: Path | None = None
+    """Folder of the QA files (default data/<dataset>)."""
+    features: Path | None = None
+    """Feature store .h5, or a folder of the official four files (default features/<dataset>.h5)."""
+    out: Path | None = None
+    """Run folder (default runs/<task>)."""
+    glove: str | None = None
+    """GloVe .txt/.zip (default: glove.42B.300d.zip in the weights cache); 'random' for seeded
+    random vectors (smoke runs)."""
+    head: Task | None = None
+    """Custom collections: the answer type (default: from the rows: candidates -> multiple
+    choice, integer answers -> count, else open-ended)."""
+    mode: Mode = "fixed"
+    """fixed (defects of the official code repaired) or reference (the official network)."""
+    tokenizer: Literal["clean", "official"] | None = None
+    """Default: official in reference mode, clean otherwise."""
+    frames: int | None = None
+    """T: sampled frames per video (default 20 for TGIF-QA, 30 for MSVD/MSRVTT)."""
+    sampling: Sampling = "first"
+    """Longer videos: the first T sampled frames (official) or T evenly spread."""
+    batch_size: int | None = None
+    """Questions per step (default 32; 16 for action and transition)."""
+    lr: float = 1e-4
+    """Adam learning rate."""
+    epochs: int = 100
+    """At most this many epochs."""
+    patience: int = 10
+    """Stop after this many epochs without improvement."""
+    select_on: Literal["val", "test"] = "val"
+    """Model selection split; 'test' mimics the paper."""
+    val_fraction: float = 0.1
+    """Share of the training videos held out for validation where no val file exists."""
+    seed: int = 999
+    """Seed of the validation split, initialisation, batches and dropout."""
+    out_of_set: OutOfSet = "wrong"
+    """Open-ended answers outside the classes: dropped from training and wrong in evaluation,
+    or class 1 as in the official code ('reference')."""
+    answers_top: int | None = None
+    """Answer classes (default 1000 MSVD, 4000 MSRVTT)."""
+    hidden: int = 512
+    """Hidden width of every module."""
+    dropout: float = 0.3
+    """Dropout probability."""
+    streams: Streams = "both"
+    """Table 3 ablations: both modules, or the appearance / motion module alone."""
+    fusion: Fusion = "full"
+    """Table 3 ablations: all three fusion attentions, dual, single, or none."""
+    workers: int | None = None
+    """Data loading processes (default: the CPU cores of this rank's share of the node)."""
+    device: str = "auto"
+    """auto, cpu, cuda or cuda:N."""
+    precision: Precision | None = None
+    """Default: bf16 autocast on GPUs, fp32 on CPUs."""
+    save_every: int = 0
+    """Steps between mid-epoch checkpoints (0: at epoch ends only)."""
+    log_every: int = 50
+    """Steps between training-loss log lines."""
+    baseline: bool = True
+    """Multiple choice: also train and report the answer-only baseline."""
+    resume: bool = False
+    """Continue the run in --out from its last.pt."""
+
+    def __post_init__(self) -> None:
+        check_choices(self)
+        check_device(self.device)
+        _check_ranges(self)
+
+
+def _check_ranges(settings: TrainSettings) -> None:
+    """Numbers out of range are refused, never replaced by a default (flag names as the CLI's)."""
+    lr = settings.lr
+    rules = [
+        ("frames", settings.frames is None or settings.frames >= 1, "at least 1 (or left out)"),
+        ("batch_size", settings.batch_size is None or settings.batch_size >= 1, "at least 1"),
+        ("workers", settings.workers is None or settings.workers >= 0, "at least 0"),
+        ("lr", math.isfinite(lr) and lr > 0, "a finite number above 0, e.g. 1e-4"),
+        ("epochs", settings.epochs >= 1, "at least 1"),
+        ("patience", settings.patience >= 1, "at least 1"),
+        ("val_fraction", 0 < settings.val_fraction < 1, "between 0 and 1, e.g. 0.1"),
+        ("hidden", settings.hidden >= 2 and settings.hidden % 2 == 0, "an even number >= 2"),
+        ("dropout", 0 <= settings.dropout < 1, "in [0, 1)"),
+        ("save_every", settings.save_every >= 0, "at least 0 (0: at epoch ends only)"),
+        ("log_every", settings.log_every >= 1, "at least 1"),
+        ("answers_top", settings.answers_top is None or settings.answers_top >= 2, "at least 2"),
+    ]
+    for name, valid, wanted in rules:
+        if not valid:
+            flag = "--" + name.replace("_", "-")
+            raise InvalidInput(f"{flag} must be {wanted}, got {getattr(settings, name)!r}")
