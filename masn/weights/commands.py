@@ -6,11 +6,13 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from masn.weights.download import LOCK_NAME, WeightsError, cache_folder, fetch
+from masn.weights.cache import cache_folder
+from masn.weights.download import fetch
+from masn.weights.formats.source_tensors import ConversionError
 from masn.weights.installed import ROLE_FILES, install
 from masn.weights.manifest import default_entries, get
-from masn.weights.source_tensors import ConversionError
 from masn.weights.status import CORRUPT, UNVERIFIED, list_weights
+from masn.weights.verification import LOCK_NAME, WeightsError
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,6 @@ import hashlib
 import io
 import json
 import logging
-import os
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator, Sequence
@@ -37,6 +36,7 @@ from typing import IO
 import numpy as np
 from tqdm import tqdm
 
+from masn import atomic
 from masn.errors import InvalidInput, MissingInput
 
 log = logging.getLogger(__name__)
@@ -395,19 +395,7 @@ def _write_cache(cache: Path, rows: np.ndarray, meta: dict[str, object]) -> None
     in between never pairs new rows with a stale description."""
     cache.parent.mkdir(parents=True, exist_ok=True)
     _sidecar(cache).unlink(missing_ok=True)
-    _atomic_write(cache, lambda stream: np.save(stream, rows, allow_pickle=False))
-    text = json.dumps(meta, indent=2, ensure_ascii=False) + "\n"
-    _atomic_write(_sidecar(cache), lambda stream: stream.write(text.encode("utf-8")))
+    with atomic.replacing(cache) as temporary, open(temporary, "wb") as stream:
+        np.save(stream, rows, allow_pickle=False)
+    atomic.write_text(_sidecar(cache), json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
     log.info("GloVe rows cached in %s", cache)
-
-
-def _atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "wb") as stream:
-            write(stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)

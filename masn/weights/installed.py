@@ -13,23 +13,21 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
+from masn import atomic
 from masn.errors import MissingInput
-from masn.weights.convert import convert
-from masn.weights.download import Verification
+from masn.weights.formats.registry import NETWORK_ROLES, convert, get_format
+from masn.weights.formats.source_tensors import StateDict
 from masn.weights.manifest import WeightEntry
-from masn.weights.source_tensors import StateDict
+from masn.weights.verification import Verification
 
 log = logging.getLogger(__name__)
 
-ROLE_FILES = {"detector": "detector.pt", "resnet152": "resnet152.pt", "i3d": "i3d.pt"}
-# Which I3D architecture each I3D format fills (extract.i3d.MotionFeatures layouts).
-I3D_LAYOUTS = {"caffe2_i3d": "nonlocal", "pytorchvideo_i3d": "pytorchvideo"}
+ROLE_FILES = {role: f"{role}.pt" for role in NETWORK_ROLES}
 
 
 @dataclass(frozen=True)
@@ -41,19 +39,10 @@ class Installed:
     filename: str
     format: str
     sha256: str  # of the published file
-    layout: str | None = None  # I3D only
+    layout: str | None = None  # the backbone its weights fill, where a role has several (I3D)
 
     def describe(self) -> str:
         return f"{self.source} ({self.filename}, sha256 {self.sha256})"
-
-
-def _atomic_write(path: Path, write) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def install(entry: WeightEntry, verified: Verification, folder: Path) -> Installed:
@@ -68,11 +57,11 @@ def install(entry: WeightEntry, verified: Verification, folder: Path) -> Install
         filename=entry.filename,
         format=entry.format,
         sha256=verified.sha256,
-        layout=I3D_LAYOUTS.get(entry.format),
+        layout=get_format(entry.format).layout,
     )
-    _atomic_write(folder / ROLE_FILES[entry.role], lambda path: torch.save(state, path))
-    meta = folder / f"{entry.role}.json"
-    _atomic_write(meta, lambda path: path.write_text(json.dumps(asdict(record), indent=2)))
+    with atomic.replacing(folder / ROLE_FILES[entry.role]) as temporary:
+        torch.save(state, temporary)
+    atomic.write_text(folder / f"{entry.role}.json", json.dumps(asdict(record), indent=2))
     log.info("installed %s as the %s weights in %s", entry.name, entry.role, folder)
     return record
 

@@ -1,9 +1,10 @@
 """The manifest of published weight files we support (``manifest.json`` beside this module).
 
 Each entry names one file as its publisher serves it: where to get it, how to check it, under
-which licence, and which converter reads it. Checksums are only those the publisher gives
-(torchvision's file names carry a sha256 prefix); files without one are pinned by the lock
-file of :mod:`weights.download` on first download.
+which licence, and which format it is in (:mod:`masn.weights.formats.registry`: the known
+roles and formats). Checksums are only those the publisher gives (torchvision's file names
+carry a sha256 prefix); files without one are pinned by the lock file of
+:mod:`masn.weights.verification` on first download.
 """
 
 from __future__ import annotations
@@ -16,28 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from masn.errors import UnknownName
+from masn.weights.formats.registry import ROLES, format_names
 
 MANIFEST_PATH = Path(__file__).with_name("manifest.json")
-
-ROLES = frozenset({"detector", "i3d", "resnet152", "glove"})
-FORMATS = frozenset(
-    {
-        "detectron2_pkl",  # airsplay/py-bottom-up-attention pickles, background class last
-        "hf_frcnn",  # Hugging Face unc-nlp/frcnn-vg-finetuned state dict
-        "milvlg_bua",  # MILVLG/bottom-up-attention.pytorch .pth, background class first
-        "caffe2_i3d",  # video-nonlocal-net Python-2 Caffe2 blob pickle
-        "pytorchvideo_i3d",  # pytorchvideo model-zoo checkpoint ("model_state")
-        "torchvision_resnet",  # torchvision state dict
-        "glove_text",  # GloVe text: word and floats per line
-        "glove_zip",  # a zip archive holding one GloVe text file
-    }
-)
 _HEX = re.compile(r"[0-9a-f]+")
 
 
 @dataclass(frozen=True)
 class WeightEntry:
-    """One published file: identity, sources, checks, licence and the converter that reads it."""
+    """One published file: identity, sources, checks, licence and the format that reads it."""
 
     name: str
     role: str
@@ -56,8 +44,8 @@ class WeightEntry:
         problems = []
         if self.role not in ROLES:
             problems.append(f"role {self.role!r} is not one of {sorted(ROLES)}")
-        if self.format not in FORMATS:
-            problems.append(f"format {self.format!r} is not one of {sorted(FORMATS)}")
+        if self.format not in format_names():
+            problems.append(f"format {self.format!r} is not one of {sorted(format_names())}")
         if not self.urls or not all(u.startswith(("http://", "https://")) for u in self.urls):
             problems.append("urls must be a non-empty list of http(s) URLs")
         if not self.filename or Path(self.filename).name != self.filename:

@@ -1,11 +1,11 @@
 """What the weights cache holds: each manifest entry missing, present, verified or corrupt.
 
-Listing runs the checks of `masn weights fetch` (:func:`masn.weights.download.verify`: checksums,
-then validation of the format) but never downloads and never writes. It hashes every present
-file; it validates a file unless the lock file records that this exact sha256 passed the current
-validation (so a listing after fetch costs one read of each file). A file that fails either check
-is "corrupt: <reason>"; one that passes without a published checksum or a lock record stays
-"present (unverified)" until `masn weights fetch` records it.
+Listing runs the checks of `masn weights fetch` (:func:`masn.weights.verification.verify`:
+checksums, then validation of the format) but never downloads and never writes. It hashes every
+present file; it validates a file unless the lock file records that this exact sha256 passed the
+current validation (so a listing after fetch costs one read of each file). A file that fails
+either check is "corrupt: <reason>"; one that passes without a published checksum or a lock
+record stays "present (unverified)" until `masn weights fetch` records it.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from masn.weights.download import VerificationError, cache_folder, verify
+from masn.weights.cache import cache_folder
 from masn.weights.manifest import WeightEntry, load_manifest
+from masn.weights.verification import VerificationError, verify
 
 MISSING = "missing"
 UNVERIFIED = "present (unverified)"

@@ -2,11 +2,12 @@
 
 Checksums tell that a file is the one published or recorded; validation tells that it holds
 what we need. It runs before a file is pinned in the lock file and when `masn weights list`
-meets a file the lock does not vouch for. One function per manifest format:
+meets a file the lock does not vouch for. Each format's validator is in the formats registry
+(:mod:`masn.weights.formats.registry`):
 
-* network formats: the format's converter itself (:data:`masn.weights.convert.CONVERTERS`),
-  which reads the container and checks every key and shape; the state dict it returns is what
-  ``masn weights fetch`` installs, so a file is read once;
+* network formats: the format's converter itself, which reads the container and checks every
+  key and shape; the state dict it returns is what ``masn weights fetch`` installs, so a file
+  is read once;
 * GloVe formats: :func:`masn.weights.glove.check_glove_file` (a readable text, or a zip holding
   exactly one .txt, with at least one vector and one dimension throughout).
 
@@ -16,23 +17,14 @@ carry the version they were validated with, and older ones are validated again.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 from pathlib import Path
 
 from masn.errors import InvalidInput
-from masn.weights.convert import CONVERTERS
-from masn.weights.glove import check_glove_file
+from masn.weights.formats.registry import get_format
+from masn.weights.formats.safe_pickle import UnsafePickleError
 from masn.weights.manifest import WeightEntry
-from masn.weights.safe_pickle import UnsafePickleError
 
 VALIDATION_VERSION = 1
-
-VALIDATORS: dict[str, Callable[[Path], object]] = {
-    **CONVERTERS,
-    "glove_text": check_glove_file,
-    "glove_zip": functools.partial(check_glove_file, zipped=True),
-}
 
 
 class InvalidFormat(InvalidInput):
@@ -46,6 +38,6 @@ def validate(entry: WeightEntry, path: Path) -> object:
     Raises :class:`InvalidFormat` with the validator's reason (which names the file).
     """
     try:
-        return VALIDATORS[entry.format](path)
+        return get_format(entry.format).validator(path)
     except (InvalidInput, UnsafePickleError) as error:
         raise InvalidFormat(str(error)) from None

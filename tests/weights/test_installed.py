@@ -1,4 +1,5 @@
-"""Converted weights installed for the extractor, and networks loading them strictly."""
+"""Converted weights installed for the extractor: state dicts and their provenance, written
+atomically; fetch installs what validation read (loading them: test_feature_networks.py)."""
 
 from __future__ import annotations
 
@@ -10,43 +11,19 @@ import torch
 from masn.extract.networks.feature_networks import FeatureNetworks
 from masn.extract.settings import ExtractionConfig
 from masn.weights import commands, installed
-from masn.weights.download import Verification, file_sha256
-from masn.weights.installed import ROLE_FILES, install, read_installed
+from masn.weights.installed import ROLE_FILES, read_installed
 from masn.weights.manifest import get
+from masn.weights.verification import Verification, file_sha256
+from tests.weights.fake_installs import install_all
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def random_networks() -> FeatureNetworks:
     return FeatureNetworks.random(ExtractionConfig(), seed=3)
 
 
-def _install_all(folder, networks: FeatureNetworks, i3d="i3d-r50-nonlocal-32x2"):
-    """Installs the three roles from fake published files whose 'conversion' (what validation
-    read) is the random networks' own state dicts (the real converters are tested in
-    test_weights_convert.py)."""
-    modules = {
-        "detector": networks.detector,
-        "resnet152": networks.appearance,
-        "i3d": networks.motion,
-    }
-    names = {"detector": "vg-frcnn-attr-10-100", "resnet152": "resnet152-imagenet-v1", "i3d": i3d}
-    records = {}
-    for role, name in names.items():
-        source = folder / get(name).filename
-        source.write_bytes(role.encode())
-        verified = Verification(
-            source,
-            file_sha256(source),
-            source.stat().st_size,
-            "recorded",
-            modules[role].state_dict(),
-        )
-        records[role] = install(get(name), verified, folder)
-    return records
-
-
 def test_install_writes_state_dict_and_provenance(tmp_path, random_networks):
-    records = _install_all(tmp_path, random_networks)
+    records = install_all(tmp_path, random_networks)
     for role, file in ROLE_FILES.items():
         assert (tmp_path / file).is_file()
         meta = json.loads((tmp_path / f"{role}.json").read_text())
@@ -56,26 +33,6 @@ def test_install_writes_state_dict_and_provenance(tmp_path, random_networks):
     for key, tensor in random_networks.motion.state_dict().items():
         assert torch.equal(state[key], tensor), key
     assert not list(tmp_path.glob(".*.tmp"))
-
-
-def test_networks_load_installed_weights_strictly(tmp_path, random_networks):
-    _install_all(tmp_path, random_networks)
-    loaded = FeatureNetworks.load(ExtractionConfig(), tmp_path)
-    for name, tensor in random_networks.state_dict().items():
-        assert torch.equal(loaded.state_dict()[name], tensor), name
-    assert loaded.weights["detector"].startswith("vg-frcnn-attr-10-100 (")
-    assert "sha256" in loaded.weights["i3d"]
-
-
-def test_an_i3d_of_the_other_layout_is_refused_with_advice(tmp_path, random_networks):
-    _install_all(tmp_path, random_networks, i3d="i3d-r50-pytorchvideo-8x8")
-    with pytest.raises(ValueError, match="--i3d pytorchvideo"):
-        FeatureNetworks.load(ExtractionConfig(i3d="nonlocal"), tmp_path)
-
-
-def test_missing_weights_tell_how_to_get_them(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"make weights.*--random-weights"):
-        FeatureNetworks.load(ExtractionConfig(), tmp_path)
 
 
 def test_fetch_command_installs_what_it_downloaded(tmp_path, monkeypatch, random_networks):

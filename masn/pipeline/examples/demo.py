@@ -31,7 +31,7 @@ from masn.pipeline.training.evaluate import run_evaluate
 from masn.pipeline.training.settings import GLOVE_FILE, TrainSettings
 from masn.pipeline.training.trainer import train
 from masn.runtime import resolve_device
-from masn.weights.download import cache_dir
+from masn.weights.cache import cache_dir
 from masn.weights.installed import ROLE_FILES
 
 log = logging.getLogger(__name__)

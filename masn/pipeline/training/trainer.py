@@ -55,7 +55,7 @@ from masn.pipeline.training.run_log import RunLog
 from masn.pipeline.training.settings import FIXED_ON_RESUME, GLOVE_FILE, TrainSettings
 from masn.runtime import autocast, default_workers, resolve_device
 from masn.settings import to_dict
-from masn.weights.download import cache_dir
+from masn.weights.cache import cache_dir
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,7 @@
-"""Converters from the published bottom-up-attention Faster R-CNN files to our detector's names.
+"""The ``detectron2_pkl``, ``hf_frcnn`` and ``milvlg_bua`` formats: the published
+bottom-up-attention Faster R-CNN files, converted to our detector's names.
 
-Output key contract (``extract.detector.Detector`` state dict, 533 tensors, float32):
+Output key contract (``masn.extract.networks.detector.Detector`` state dict, 533 tensors, float32):
 
 * ``trunk.conv1.weight`` (64, 3, 7, 7), ``trunk.bn1.{weight,bias,running_mean,running_var}``;
   ``trunk.layer{1,2,3}.{i}.conv{1,2,3}.weight`` with ``bn{1,2,3}.*`` (3 / 4 / 23 blocks) and
@@ -20,13 +21,15 @@ Output key contract (``extract.detector.Detector`` state dict, 533 tensors, floa
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from masn.weights.source_tensors import (
+from masn.weights.formats.registry import weights_format
+from masn.weights.formats.resnet_layout import STEM, bottleneck_blocks
+from masn.weights.formats.source_tensors import (
     NORM_FIELDS,
     ConversionError,
     Shape,
@@ -36,6 +39,7 @@ from masn.weights.source_tensors import (
     entry,
     read_pickle_file,
     read_torch_file,
+    state_dict_in,
 )
 
 CLASSES = 1601  # 1600 Visual Genome objects + background
@@ -47,13 +51,14 @@ RPN = "proposal_generator.rpn_head"
 PREDICTOR = "roi_heads.box_predictor"
 CELL_ANCHORS = "proposal_generator.anchor_generator.cell_anchors.0"
 
-# (detectron2 stage, our stage, blocks, input channels, bottleneck width, output channels)
-STAGES = (
-    ("backbone.res2", "trunk.layer1", 3, 64, 64, 256),
-    ("backbone.res3", "trunk.layer2", 4, 256, 128, 512),
-    ("backbone.res4", "trunk.layer3", 23, 512, 256, 1024),
-    ("roi_heads.res5", "box_head.layer4", 3, 1024, 512, 2048),
+# (detectron2 stage, our stage) of res2-res4 and the res5 box head; (blocks, width) of each
+STAGE_NAMES = (
+    ("backbone.res2", "trunk.layer1"),
+    ("backbone.res3", "trunk.layer2"),
+    ("backbone.res4", "trunk.layer3"),
+    ("roi_heads.res5", "box_head.layer4"),
 )
+STAGES = ((3, 64), (4, 128), (23, 256), (3, 512))
 
 # Source anchor index for each of our (ratio-major) anchors.
 RATIO_MAJOR = tuple(range(ANCHORS))
@@ -99,14 +104,9 @@ AIRSPLAY = Layout(
     anchor_order=SIZE_MAJOR,
     unused=(BOX_REGRESSION,),
 )
-HF_FRCNN = Layout(
+HF_FRCNN = replace(  # a port of the airsplay file with BatchNorm2d counters
+    AIRSPLAY,
     model="the unc-nlp/frcnn-vg-finetuned Faster R-CNN (its pytorch_model.bin)",
-    embedding="cls_embedding",
-    hidden="fc_attr",
-    score="attr_score",
-    background_last=True,
-    two_way_rpn=False,
-    anchor_order=SIZE_MAJOR,
     unused=(BOX_REGRESSION, BATCH_COUNTERS),
 )
 MILVLG = Layout(
@@ -124,6 +124,7 @@ MILVLG = Layout(
 )
 
 
+@weights_format("detectron2_pkl", role="detector")
 def convert_detectron2_pkl(path: str | Path) -> StateDict:
     """airsplay ``faster_rcnn_from_caffe_attr*.pkl``: ``{"model": {d2 name: ndarray}, ...}``.
 
@@ -137,6 +138,7 @@ def convert_detectron2_pkl(path: str | Path) -> StateDict:
     return _convert(path, entry(path, loaded, "model", AIRSPLAY.model), AIRSPLAY)
 
 
+@weights_format("hf_frcnn", role="detector")
 def convert_hf_frcnn(path: str | Path) -> StateDict:
     """unc-nlp ``frcnn-vg-finetuned/pytorch_model.bin``: a flat torch state dict.
 
@@ -144,12 +146,10 @@ def convert_hf_frcnn(path: str | Path) -> StateDict:
     ``num_batches_tracked`` counters.
     """
     path = Path(path)
-    loaded = read_torch_file(path)
-    if not isinstance(loaded, dict):
-        raise ConversionError(f"{path} is not {HF_FRCNN.model}: it holds no state dict")
-    return _convert(path, loaded, HF_FRCNN)
+    return _convert(path, state_dict_in(path, read_torch_file(path), HF_FRCNN.model), HF_FRCNN)
 
 
+@weights_format("milvlg_bua", role="detector")
 def convert_milvlg_bua(path: str | Path) -> StateDict:
     """MILVLG ``bua-caffe-frcn-r101-k10-100.pth``: ``{"model": state dict}`` or a bare one.
 
@@ -162,9 +162,7 @@ def convert_milvlg_bua(path: str | Path) -> StateDict:
     loaded = read_torch_file(path)
     if isinstance(loaded, dict) and isinstance(loaded.get("model"), dict):
         loaded = entry(path, loaded, "model", MILVLG.model)
-    if not isinstance(loaded, dict):
-        raise ConversionError(f"{path} is not {MILVLG.model}: it holds no state dict")
-    return _convert(path, loaded, MILVLG)
+    return _convert(path, state_dict_in(path, loaded, MILVLG.model), MILVLG)
 
 
 def _convert(path: Path, tensors: dict, layout: Layout) -> StateDict:
@@ -186,26 +184,16 @@ def _conv_norm(source: str, conv: str, norm: str, shape: Shape) -> Iterator[tupl
 
 def _backbone_keys() -> Iterator[tuple[str, str, Shape]]:
     """(detectron2 key, our key, shape) of the stem, res2-res4 and the res5 box head."""
-    yield from _conv_norm("backbone.stem.conv1", "trunk.conv1", "trunk.bn1", (64, 3, 7, 7))
-    for stage, ours, blocks, inputs, width, outputs in STAGES:
-        for i in range(blocks):
-            src, dst = f"{stage}.{i}", f"{ours}.{i}"
-            fan_in = inputs if i == 0 else outputs
-            if i == 0:
-                yield from _conv_norm(
-                    f"{src}.shortcut",
-                    f"{dst}.downsample.0",
-                    f"{dst}.downsample.1",
-                    (outputs, inputs, 1, 1),
-                )
+    yield from _conv_norm("backbone.stem.conv1", "trunk.conv1", "trunk.bn1", (STEM, 3, 7, 7))
+    for block in bottleneck_blocks(STAGES, STEM):
+        stage, ours = STAGE_NAMES[block.stage]
+        src, dst = f"{stage}.{block.index}", f"{ours}.{block.index}"
+        if block.shortcut is not None:
+            downsample = (f"{dst}.downsample.0", f"{dst}.downsample.1")
+            yield from _conv_norm(f"{src}.shortcut", *downsample, block.shortcut)
+        for number, shape in enumerate(block.convolutions, start=1):
             yield from _conv_norm(
-                f"{src}.conv1", f"{dst}.conv1", f"{dst}.bn1", (width, fan_in, 1, 1)
-            )
-            yield from _conv_norm(
-                f"{src}.conv2", f"{dst}.conv2", f"{dst}.bn2", (width, width, 3, 3)
-            )
-            yield from _conv_norm(
-                f"{src}.conv3", f"{dst}.conv3", f"{dst}.bn3", (outputs, width, 1, 1)
+                f"{src}.conv{number}", f"{dst}.conv{number}", f"{dst}.bn{number}", shape
             )
 
 

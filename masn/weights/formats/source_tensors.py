@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from masn.errors import InvalidInput, MissingInput
-from masn.weights.safe_pickle import UnsafePickleError, load_pickle
+from masn.weights.formats.safe_pickle import UnsafePickleError, load_pickle
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def _root_cause(error: BaseException) -> str:
 
 
 def read_pickle_file(path: str | Path) -> Any:
-    """The object in a legacy weights pickle (see :mod:`weights.safe_pickle`)."""
+    """The object in a legacy weights pickle (see :mod:`masn.weights.formats.safe_pickle`)."""
     path = _existing(path)
     try:
         return load_pickle(path)
@@ -87,6 +87,13 @@ def _existing(path: str | Path) -> Path:
     if not path.is_file():
         raise MissingInput(f"no weights file at {path}: download it first")
     return path
+
+
+def state_dict_in(path: Path, loaded: Any, model: str) -> Mapping[str, Any]:
+    """``loaded`` when it is a state dict (a dictionary of tensors by name)."""
+    if not isinstance(loaded, dict):
+        raise ConversionError(f"{path} is not {model}: it holds no state dict")
+    return loaded
 
 
 def entry(path: Path, loaded: Any, key: str, model: str) -> Mapping[str, Any]:
@@ -144,17 +151,18 @@ class SourceTensors:
             )
         return value.float() if value.is_floating_point() else value
 
-    def conv_norm(self, conv: str, norm: str, shape: Shape) -> StateDict:
-        """A convolution's weight and its BatchNorm under their own names.
+    def conv_norm(self, conv: str, norm: str, shape: Shape, prefix: str = "") -> StateDict:
+        """A convolution's weight and its BatchNorm under their own names after ``prefix`` (where
+        our module keeps the file's network, e.g. "backbone.").
 
         A BatchNorm batch counter (``num_batches_tracked``) the file lacks (torchvision V1,
         Tushar-N's conversion) is filled with 0, as a strict load into our BatchNorm needs it.
         """
-        taken = {f"{conv}.weight": self.take(f"{conv}.weight", shape)}
+        taken = {f"{prefix}{conv}.weight": self.take(f"{conv}.weight", shape)}
         for field in NORM_FIELDS:
-            taken[f"{norm}.{field}"] = self.take(f"{norm}.{field}", shape[:1])
+            taken[f"{prefix}{norm}.{field}"] = self.take(f"{norm}.{field}", shape[:1])
         counter = f"{norm}.num_batches_tracked"
-        taken[counter] = self.take(counter, ()) if counter in self else torch.tensor(0)
+        taken[f"{prefix}{counter}"] = self.take(counter, ()) if counter in self else torch.tensor(0)
         return taken
 
     def finish(self) -> None:

@@ -1,7 +1,8 @@
-"""Converters from the published Kinetics I3D ResNet-50 files to our motion network's names.
+"""The ``caffe2_i3d`` and ``pytorchvideo_i3d`` formats: the published Kinetics I3D ResNet-50
+files, converted to our motion network's names.
 
-Output key contracts (``extract.i3d.MotionFeatures`` state dicts; float32 except the int64
-scalar ``num_batches_tracked`` of every BatchNorm3d, 0 when the file has none):
+Output key contracts (``masn.extract.networks.i3d.MotionFeatures`` state dicts; float32 except
+the int64 scalar ``num_batches_tracked`` of every BatchNorm3d, 0 when the file has none):
 
 * ``caffe2_i3d`` -> ``MotionFeatures(layout="nonlocal")``: ``network.conv1.weight``
   (64, 3, 5, 7, 7), ``network.bn1.*``; ``network.layer{1..4}.{i}.conv{1,2,3}.weight`` with
@@ -14,12 +15,13 @@ scalar ``num_batches_tracked`` of every BatchNorm3d, 0 when the file has none):
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
-from masn.weights.source_tensors import (
+from masn.weights.formats.registry import weights_format
+from masn.weights.formats.resnet_layout import STEM, bottleneck_blocks
+from masn.weights.formats.source_tensors import (
     Shape,
     SourceTensors,
     StateDict,
@@ -29,14 +31,16 @@ from masn.weights.source_tensors import (
     read_torch_file,
 )
 
-# (Caffe2 stage, our stage, pytorchvideo block, blocks, width, outputs, temporal kernels)
-STAGES = (
-    ("res2", "layer1", 1, 3, 64, 256, (3, 3, 3)),
-    ("res3", "layer2", 3, 4, 128, 512, (3, 1, 3, 1)),
-    ("res4", "layer3", 4, 6, 256, 1024, (3, 1, 3, 1, 3, 1)),
-    ("res5", "layer4", 5, 3, 512, 2048, (1, 3, 1)),
+# (Caffe2 stage, our stage, pytorchvideo block) of the four stages
+STAGE_NAMES = (
+    ("res2", "layer1", 1),
+    ("res3", "layer2", 3),
+    ("res4", "layer3", 4),
+    ("res5", "layer4", 5),
 )
-STEM = (64, 3, 5, 7, 7)
+STAGES = ((3, 64), (4, 128), (6, 256), (3, 512))  # (blocks, width)
+TEMPORAL = ((3, 3, 3), (3, 1, 3, 1), (3, 1, 3, 1, 3, 1), (1, 3, 1))  # reduction kernels in time
+STEM_SHAPE = (STEM, 3, 5, 7, 7)
 CAFFE2_BN = {"s": "weight", "b": "bias", "rm": "running_mean", "riv": "running_var"}
 
 CAFFE2_MODEL = (
@@ -54,26 +58,7 @@ PYTORCHVIDEO_UNUSED = (
 )
 
 
-def _blocks() -> Iterator[tuple[str, str, int, int, Shape, Shape, Shape, Shape]]:
-    """Per residual block: Caffe2 stage, our stage, pytorchvideo block, index, and the shapes of
-    its 3x1x1-or-1x1x1, 1x3x3 and 1x1x1 convolutions and of its shortcut (block 0 only)."""
-    inputs = STEM[0]
-    for caffe2, ours, block, blocks, width, outputs, temporal in STAGES:
-        for i in range(blocks):
-            fan_in = inputs if i == 0 else outputs
-            yield (
-                f"{caffe2}_{i}",
-                f"{ours}.{i}",
-                block,
-                i,
-                (width, fan_in, temporal[i], 1, 1),
-                (width, width, 1, 3, 3),
-                (outputs, width, 1, 1, 1),
-                (outputs, fan_in, 1, 1, 1),
-            )
-        inputs = outputs
-
-
+@weights_format("caffe2_i3d", role="i3d", layout="nonlocal")
 def convert_caffe2_i3d(path: str | Path) -> StateDict:
     """video-nonlocal-net ``{"blobs": {name: ndarray}}`` (Python 2 pickle) -> nonlocal layout.
 
@@ -94,26 +79,24 @@ def convert_caffe2_i3d(path: str | Path) -> StateDict:
             out[f"network.{norm}.{field}"] = source.take(f"{bn_blob}_{suffix}", shape[:1])
         out[f"network.{norm}.num_batches_tracked"] = torch.tensor(0)
 
-    conv_bn("conv1_w", "res_conv1_bn", "conv1", "bn1", STEM)
-    for blob, block, _, i, conv_a, conv_b, conv_c, shortcut in _blocks():
-        if i == 0:
+    conv_bn("conv1_w", "res_conv1_bn", "conv1", "bn1", STEM_SHAPE)
+    for block in bottleneck_blocks(STAGES, STEM, TEMPORAL):
+        caffe2, ours, _ = STAGE_NAMES[block.stage]
+        blob, name = f"{caffe2}_{block.index}", f"{ours}.{block.index}"
+        if block.shortcut is not None:
             branch = f"{blob}_branch1"
-            conv_bn(
-                f"{branch}_w",
-                f"{branch}_bn",
-                f"{block}.downsample.0",
-                f"{block}.downsample.1",
-                shortcut,
-            )
-        for letter, index, shape in (("a", 1, conv_a), ("b", 2, conv_b), ("c", 3, conv_c)):
+            downsample = (f"{name}.downsample.0", f"{name}.downsample.1")
+            conv_bn(f"{branch}_w", f"{branch}_bn", *downsample, block.shortcut)
+        for letter, number, shape in zip("abc", (1, 2, 3), block.convolutions, strict=True):
             branch = f"{blob}_branch2{letter}"
             conv_bn(
-                f"{branch}_w", f"{branch}_bn", f"{block}.conv{index}", f"{block}.bn{index}", shape
+                f"{branch}_w", f"{branch}_bn", f"{name}.conv{number}", f"{name}.bn{number}", shape
             )
     source.finish()
     return out
 
 
+@weights_format("pytorchvideo_i3d", role="i3d", layout="pytorchvideo")
 def convert_pytorchvideo_i3d(path: str | Path) -> StateDict:
     """pytorchvideo ``I3D_8x8_R50.pyth`` (``{"model_state": state dict}``) -> pytorchvideo layout.
 
@@ -123,17 +106,15 @@ def convert_pytorchvideo_i3d(path: str | Path) -> StateDict:
     path = Path(path)
     state = entry(path, read_torch_file(path), "model_state", PYTORCHVIDEO_MODEL)
     source = SourceTensors(path, state, PYTORCHVIDEO_MODEL, PYTORCHVIDEO_UNUSED)
-    out: StateDict = {}
-
-    def conv_norm(conv: str, norm: str, shape: Shape) -> None:
-        out.update({f"network.{k}": v for k, v in source.conv_norm(conv, norm, shape).items()})
-
-    conv_norm("blocks.0.conv", "blocks.0.norm", STEM)
-    for _, _, stage, i, conv_a, conv_b, conv_c, shortcut in _blocks():
-        block = f"blocks.{stage}.res_blocks.{i}"
-        if i == 0:
-            conv_norm(f"{block}.branch1_conv", f"{block}.branch1_norm", shortcut)
-        for letter, shape in (("a", conv_a), ("b", conv_b), ("c", conv_c)):
-            conv_norm(f"{block}.branch2.conv_{letter}", f"{block}.branch2.norm_{letter}", shape)
+    out = source.conv_norm("blocks.0.conv", "blocks.0.norm", STEM_SHAPE, prefix="network.")
+    for block in bottleneck_blocks(STAGES, STEM, TEMPORAL):
+        name = f"blocks.{STAGE_NAMES[block.stage][2]}.res_blocks.{block.index}"
+        if block.shortcut is not None:
+            out |= source.conv_norm(
+                f"{name}.branch1_conv", f"{name}.branch1_norm", block.shortcut, "network."
+            )
+        for letter, shape in zip("abc", block.convolutions, strict=True):
+            conv, norm = f"{name}.branch2.conv_{letter}", f"{name}.branch2.norm_{letter}"
+            out |= source.conv_norm(conv, norm, shape, "network.")
     source.finish()
     return out
