@@ -3,11 +3,17 @@ and the odd files users have: rotated phone clips, tiny frames, absurd declared 
 
 Each picture's left half is a flat grey whose level encodes the source frame index, so a test
 can tell which source frame was chosen.
+
+Also the shared builders of feature stores (synthetic and random ``VideoRecord``s, whole stores,
+store comparisons) and of child processes (their environment).
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -15,6 +21,10 @@ from pathlib import Path
 import av
 import cv2
 import numpy as np
+
+from masn.extract.store.schema import FIELDS, REQUIRED_FIELDS, VideoRecord
+from masn.extract.store.writer import StoreWriter
+from tests.conftest import REPO
 
 WIDTH, HEIGHT = 160, 120
 LEVEL = 8  # grey step per source frame; clips have at most 31 frames
@@ -133,3 +143,117 @@ def write_absurd_rate_avi(path: Path, count: int = 10) -> Path:
     struct.pack_into("<II", data, header + 8 + 4 + 4 + 4 + 4 + 4, 1, 4_000_000_000)
     path.write_bytes(bytes(data))
     return path
+
+
+# --------------------------------------------------------------------------- feature stores
+
+STORE_CONFIG = {"fps": 6, "sample_every": 4, "detector": {"boxes": 10}}
+STORE_WEIGHTS = {"detector": "ab" * 32, "resnet152": "random", "i3d": "cd" * 32}
+# Keys a store must survive: folders, non-ASCII, "%", a hidden name, a name too long for a file.
+ODD_KEYS = ["a/b/clip 1.mp4", "über/视频.gif", "100%.webm", ".hidden", "x" * 300 + "/long.mp4"]
+
+
+def synthetic_record(key: str, frames: int | None = None, full: bool = True) -> VideoRecord:
+    """A deterministic record for ``key`` with real MASN widths (10 objects, 2048 channels);
+    ``full`` adds pixel boxes, frame times, labels and scores."""
+    rng = np.random.default_rng(int(hashlib.sha256(key.encode()).hexdigest()[:8], 16))
+    t = frames or int(rng.integers(1, 5))
+    width, height = 320, 240
+    corners = np.sort(rng.uniform(0, 1, (t, 10, 2, 2)), axis=2) * [width, height]
+    boxes = corners.reshape(t, 10, 4).astype(np.float32)
+    record = VideoRecord(
+        key=key,
+        appearance=rng.normal(size=(t, 2048)).astype(np.float32),
+        appearance_objects=rng.normal(size=(t, 10, 2048)).astype(np.float32),
+        motion=rng.normal(size=(t, 2048)).astype(np.float32),
+        motion_objects=rng.normal(size=(t, 10, 2048)).astype(np.float32),
+        box_geometry=VideoRecord.geometry_from_boxes(boxes, width, height),
+        path=f"/data/{key}",
+        width=width,
+        height=height,
+        source_fps=25.0,
+        duration=t * 4 / 6,
+        frames=t * 4,
+    )
+    if full:
+        record.boxes = boxes
+        record.frame_times = np.arange(t) * 4 / 6
+        record.object_labels = rng.integers(0, 1600, (t, 10))
+        record.attribute_labels = rng.integers(0, 400, (t, 10))
+        record.object_scores = rng.uniform(size=(t, 10)).astype(np.float32)
+        record.attribute_scores = rng.uniform(size=(t, 10)).astype(np.float32)
+    return record
+
+
+def random_record(
+    key: str,
+    frames: int,
+    rng: np.random.Generator,
+    objects: int = 10,
+    appearance: int = 2048,
+    motion: int = 2048,
+) -> VideoRecord:
+    """A record of the five MASN fields drawn from ``rng`` (float64 normal features, uniform
+    box geometry), with no metadata: what the official files hold."""
+    return VideoRecord(
+        key=key,
+        appearance=rng.normal(size=(frames, appearance)),
+        appearance_objects=rng.normal(size=(frames, objects, appearance)),
+        motion=rng.normal(size=(frames, motion)),
+        motion_objects=rng.normal(size=(frames, objects, motion)),
+        box_geometry=rng.uniform(size=(frames, objects, 6)),
+    )
+
+
+def write_store(
+    path: Path,
+    videos: Iterable[str | VideoRecord],
+    config: dict = STORE_CONFIG,
+    weights: dict = STORE_WEIGHTS,
+    dtype: str = "float16",
+) -> Path:
+    """A consolidated store of ``videos`` (a key stands for its ``synthetic_record``)."""
+    with StoreWriter(path, config, weights, dtype) as writer:
+        for video in videos:
+            writer.write(synthetic_record(video) if isinstance(video, str) else video)
+        return writer.consolidate()
+
+
+def damage_store(path: Path, how: str) -> None:
+    """Spoils a store file: "truncated" (cut in half), "emptied", or overwritten with text."""
+    if how == "truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif how == "emptied":
+        path.write_bytes(b"")
+    else:
+        path.write_text("notes about the features\n")
+
+
+def assert_stored(read: VideoRecord, written: VideoRecord, dtype: str = "float16") -> None:
+    """``read`` holds what ``written`` held: the features in the store's ``dtype``, the other
+    fields exactly, and None where ``written`` had none."""
+    for name in FIELDS:
+        expected = getattr(written, name)
+        if expected is None:
+            assert getattr(read, name) is None, name
+            continue
+        stored = getattr(read, name)
+        if name in REQUIRED_FIELDS[:4]:
+            assert stored.dtype == np.dtype(dtype), name
+            expected = expected.astype(dtype)
+        np.testing.assert_array_equal(stored, expected, err_msg=name)
+
+
+# --------------------------------------------------------------------------- child processes
+
+
+def child_env() -> dict[str, str]:
+    """The environment of child processes: one OpenMP thread each, unbuffered output, no
+    progress bars, and this checkout (``tests`` included) importable."""
+    return {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONUNBUFFERED": "1",
+        "TQDM_DISABLE": "1",
+        "PYTHONPATH": str(REPO),
+    }

@@ -64,7 +64,7 @@ def test_cuda_extraction_matches_cpu(tmp_path):
     from masn.extract.networks.feature_networks import FeatureNetworks
     from masn.extract.run.runner import extract_features
     from masn.extract.settings import DetectorConfig, ExtractionConfig, RunOptions
-    from masn.extract.store.store import FeatureStore
+    from masn.extract.store.reader import FeatureStore
     from masn.extract.video.sources import list_videos
 
     videos = tmp_path / "videos"

@@ -13,7 +13,8 @@ import numpy as np
 from masn.errors import InvalidInput, MissingInput, UnknownName
 from masn.extract.networks.vocab import attribute_names, object_names
 from masn.extract.settings import check_decoder
-from masn.extract.store.store import FeatureStore, VideoRecord
+from masn.extract.store.reader import FeatureStore
+from masn.extract.store.schema import VideoRecord
 from masn.extract.video.decode import iter_frames
 
 log = logging.getLogger(__name__)

@@ -18,9 +18,9 @@ from masn.errors import InvalidInput, UserError
 def _extract(args: argparse.Namespace) -> int:
     from masn.extract.run.collection import run_extraction
     from masn.extract.settings import DetectorConfig, ExtractionConfig, RunOptions
-    from masn.extract.store.store import merge_stores
+    from masn.extract.store.merge import merge_stores
     from masn.runtime import default_workers
-    from masn.weights.cache import cache_dir
+    from masn.weights.download import cache_dir
 
     if args.merge:
         merge_stores(args.merge, args.out)
@@ -129,7 +129,7 @@ def _add_weights(commands: argparse._SubParsersAction) -> None:
 
 
 def _features(args: argparse.Namespace) -> int:
-    from masn.extract.store.official import export_official, import_official, read_key_map
+    from masn.extract.store.official_transfer import export_official, import_official, read_key_map
 
     key_map = read_key_map(args.key_map) if args.key_map else None
     if args.action == "export-official":

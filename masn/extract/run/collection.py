@@ -11,7 +11,7 @@ from masn.extract.networks.feature_networks import FeatureNetworks
 from masn.extract.run.runner import extract_features
 from masn.extract.run.sharding import Shard, merge_when_all_done, shard_paths
 from masn.extract.settings import ExtractionConfig, RunOptions
-from masn.extract.store.store import check_output
+from masn.extract.store.writer import check_output
 from masn.extract.video.sources import list_videos
 from masn.runtime import resolve_device
 

@@ -37,7 +37,9 @@ from tqdm import tqdm
 from masn.atomic import write_text
 from masn.extract.networks.feature_networks import FeatureNetworks, FrameFeatures
 from masn.extract.settings import ExtractionConfig, RunOptions
-from masn.extract.store.store import PartWriter, StoreWriter, VideoRecord
+from masn.extract.store.parts import PartWriter
+from masn.extract.store.schema import VideoRecord
+from masn.extract.store.writer import StoreWriter
 from masn.extract.video.inputs import (
     FrameInputs,
     Stage,

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch.distributed as dist
 
 from masn.errors import InvalidInput
-from masn.extract.store.store import merge_stores
+from masn.extract.store.merge import merge_stores
 from masn.extract.video.sources import VideoSource
 
 log = logging.getLogger(__name__)

@@ -31,7 +31,8 @@ from masn.extract.run.collection import RANDOM_WEIGHTS_WARNING
 from masn.extract.run.runner import extract_features
 from masn.extract.settings import ExtractionConfig, RunOptions
 from masn.extract.show import frames_at
-from masn.extract.store.store import FeatureStore, VideoRecord
+from masn.extract.store.reader import FeatureStore
+from masn.extract.store.schema import VideoRecord
 from masn.extract.video.sources import VideoSource
 from masn.model import MASNConfig, VideoFeatures
 from masn.pipeline.answering.figure import AnswerView, draw_answer
@@ -118,7 +119,7 @@ def load_networks(
         log.warning(RANDOM_WEIGHTS_WARNING)
         return FeatureNetworks.random(config)
     if weights is None:
-        from masn.weights.cache import cache_dir
+        from masn.weights.download import cache_dir
 
         weights = cache_dir()
     return FeatureNetworks.load(config, weights)  # missing files: "run `make weights` ..."

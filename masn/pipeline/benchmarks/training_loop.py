@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import Sampler
 
 from masn.errors import InvalidInput
-from masn.extract.store.store import FeatureStore
+from masn.extract.store.reader import FeatureStore
 from masn.pipeline.benchmarks.model_step import (
     OFFICIAL_H100_SAMPLES_PER_S,
     PAPER_CASES,

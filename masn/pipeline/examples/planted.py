@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from masn.extract.store.store import StoreWriter, VideoRecord
+from masn.extract.store.schema import VideoRecord
+from masn.extract.store.writer import StoreWriter
 
 WORDS = ("apple", "boat", "cat", "drum", "eagle", "fork", "guitar", "horse", "kite", "lamp")
 QUESTION = {

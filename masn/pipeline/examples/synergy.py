@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from masn.errors import InvalidInput
-from masn.extract.store.store import StoreWriter
+from masn.extract.store.writer import StoreWriter
 from masn.pipeline.examples.planted import planted_video, unit_directions
 from masn.pipeline.qa.datasets import QADataset, attach_features, encode_questions
 from masn.pipeline.qa.prepare import open_source

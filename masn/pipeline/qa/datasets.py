@@ -19,7 +19,7 @@ from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
 from masn.errors import InvalidInput, UnknownName
-from masn.extract.store.store import VideoRecord
+from masn.extract.store.schema import VideoRecord
 from masn.model import VideoFeatures
 from masn.pipeline.qa.annotations import QARow, count_error
 from masn.pipeline.qa.answer_set import OUT_OF_SET, AnswerSet, OutOfSet

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from masn.extract.store.official import open_features
+from masn.extract.store.official_reader import open_features
 from masn.pipeline.qa.annotations import QARow
 from masn.pipeline.qa.answer_set import AnswerSet, OutOfSet
 from masn.pipeline.qa.datasets import FeatureSource, Questions, attach_features, encode_questions

@@ -38,7 +38,10 @@ from masn.extract.run.runner import (
 )
 from masn.extract.settings import DetectorConfig, ExtractionConfig, RunOptions
 from masn.extract.show import show
-from masn.extract.store.store import FIELDS, FeatureStore, PartWriter, StoreWriter
+from masn.extract.store.parts import PartWriter
+from masn.extract.store.reader import FeatureStore
+from masn.extract.store.schema import FIELDS
+from masn.extract.store.writer import StoreWriter
 from masn.extract.video import inputs
 from masn.extract.video.decode import decode_video
 from masn.extract.video.sources import VideoSource, list_videos

@@ -9,27 +9,18 @@ import numpy as np
 import pytest
 
 from masn.errors import InvalidInput
-from masn.extract.store.official import OfficialFeatures, official_files, read_key_map
-from masn.extract.store.store import FeatureStore, StoreWriter, VideoRecord
+from masn.extract.store.official_layout import official_files
+from masn.extract.store.official_reader import OfficialFeatures
+from masn.extract.store.official_transfer import read_key_map
+from masn.extract.store.reader import FeatureStore
 from masn.pipeline.cli import main
+from tests.builders import random_record, write_store
 
 
 def _store(path, keys):
     rng = np.random.default_rng(0)
-    with StoreWriter(path, {"test": True}, {"detector": "random"}) as writer:
-        for key in keys:
-            t = 3
-            writer.write(
-                VideoRecord(
-                    key=key,
-                    appearance=rng.normal(size=(t, 2048)),
-                    appearance_objects=rng.normal(size=(t, 10, 2048)),
-                    motion=rng.normal(size=(t, 2048)),
-                    motion_objects=rng.normal(size=(t, 10, 2048)),
-                    box_geometry=rng.uniform(size=(t, 10, 6)),
-                )
-            )
-        writer.consolidate()
+    records = [random_record(key, 3, rng) for key in keys]
+    write_store(path, records, {"test": True}, {"detector": "random"})
 
 
 def test_export_then_import_round_trip_through_the_cli(tmp_path):

@@ -19,7 +19,7 @@ import torch
 
 from masn.extract.networks.feature_networks import FeatureNetworks
 from masn.extract.settings import DetectorConfig, ExtractionConfig
-from masn.extract.store.store import VideoRecord
+from masn.extract.store.schema import VideoRecord
 from masn.model import MASN, MASNConfig
 from masn.pipeline.answering.answer import (
     RANDOM_NOTE,

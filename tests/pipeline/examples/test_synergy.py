@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from masn.extract.store.store import FeatureStore
+from masn.extract.store.reader import FeatureStore
 from masn.pipeline.cli import build_parser, main
 from masn.pipeline.examples.synergy import (
     ANSWERS,

@@ -14,8 +14,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from masn.errors import InvalidInput
-from masn.extract.store.official import OfficialFeatures, export_official, open_features
-from masn.extract.store.store import FeatureStore, StoreWriter, VideoRecord
+from masn.extract.store.official_reader import OfficialFeatures, open_features
+from masn.extract.store.official_transfer import export_official
+from masn.extract.store.reader import FeatureStore
 from masn.pipeline.qa.annotations import FRAMEQA_TYPES, MSQA_TYPES, QARow, read_tgif
 from masn.pipeline.qa.answer_set import OUT_OF_SET, REFERENCE_CLASS, AnswerSet
 from masn.pipeline.qa.datasets import (
@@ -51,6 +52,7 @@ from masn.pipeline.qa.text import (
     official_tokens,
     tokeniser,
 )
+from tests.builders import random_record, write_store
 
 # --------------------------------------------------------------------------- tokenisers
 
@@ -517,25 +519,13 @@ OBJECTS = 3
 LENGTHS = {"vid1": 3, "vid2": 7, "vid3": 12, "vid4": 5}  # T = 5: shorter, longer, equal
 
 
-def _record(key: str, frames: int, rng: np.random.Generator) -> VideoRecord:
-    a, m = WIDTHS["appearance"], WIDTHS["motion"]
-    return VideoRecord(
-        key=key,
-        appearance=rng.normal(size=(frames, a)),
-        appearance_objects=rng.normal(size=(frames, OBJECTS, a)),
-        motion=rng.normal(size=(frames, m)),
-        motion_objects=rng.normal(size=(frames, OBJECTS, m)),
-        box_geometry=rng.uniform(size=(frames, OBJECTS, 6)),
-    )
-
-
 def _write_store(path: Path, lengths: dict[str, int], dtype: str = "float16") -> Path:
     rng = np.random.default_rng(7)
-    with StoreWriter(path, {"test": "pipeline_data"}, {"detector": "random"}, dtype) as writer:
-        for key, frames in lengths.items():
-            writer.write(_record(key, frames, rng))
-        writer.consolidate()
-    return path
+    records = [
+        random_record(key, frames, rng, OBJECTS, WIDTHS["appearance"], WIDTHS["motion"])
+        for key, frames in lengths.items()
+    ]
+    return write_store(path, records, {"test": "pipeline_data"}, {"detector": "random"}, dtype)
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from masn.errors import InvalidInput
-from masn.extract.store.official import export_official
+from masn.extract.store.official_transfer import export_official
 from masn.model import MASN, MASNConfig
 from masn.pipeline.cli import main
 from masn.pipeline.examples.planted import write_synthetic
@@ -312,7 +312,8 @@ def _store_for(keys: list[str], path: Path) -> Path:
     """Random features (4 frames, 2 objects, 16-d) for ``keys``."""
     import numpy as np
 
-    from masn.extract.store.store import StoreWriter, VideoRecord
+    from masn.extract.store.schema import VideoRecord
+    from masn.extract.store.writer import StoreWriter
 
     rng = np.random.default_rng(0)
     boxes = np.tile(np.array([10.0, 10.0, 50.0, 40.0], np.float32), (4, 2, 1))

@@ -12,26 +12,14 @@ import h5py
 import numpy as np
 import pytest
 
-from masn.extract.store.official import (
-    OFFICIAL_FILES,
-    OfficialFeatures,
-    export_official,
-    open_features,
-)
-from masn.extract.store.store import FIELDS, REQUIRED_FIELDS, FeatureStore, StoreWriter, VideoRecord
+from masn.extract.store.official_layout import OFFICIAL_FILES
+from masn.extract.store.official_reader import OfficialFeatures, open_features
+from masn.extract.store.official_transfer import export_official
+from masn.extract.store.reader import FeatureStore
+from masn.extract.store.schema import FIELDS, REQUIRED_FIELDS, VideoRecord
+from tests.builders import random_record, write_store
 
 PREFIX = {"tgif": "tumblr_", "msvd": "vid", "msrvtt": "video"}
-
-
-def _record(key: str, frames: int, rng: np.random.Generator) -> VideoRecord:
-    return VideoRecord(
-        key=key,
-        appearance=rng.normal(size=(frames, 2048)),
-        appearance_objects=rng.normal(size=(frames, 10, 2048)),
-        motion=rng.normal(size=(frames, 2048)),
-        motion_objects=rng.normal(size=(frames, 10, 2048)),
-        box_geometry=rng.uniform(size=(frames, 10, 6)),
-    )
 
 
 def _export(tmp_path: Path, dataset: str, count: int = 4) -> tuple[Path, Path, dict[str, str]]:
@@ -40,10 +28,8 @@ def _export(tmp_path: Path, dataset: str, count: int = 4) -> tuple[Path, Path, d
     official = {key: str(100 + i) if dataset == "tgif" else key for i, key in enumerate(keys)}
     store, folder = tmp_path / "ours.h5", tmp_path / "official"
     rng = np.random.default_rng(0)
-    with StoreWriter(store, {"test": True}, {"detector": "random"}) as writer:
-        for i, key in enumerate(keys):
-            writer.write(_record(key, 1 + i % 4, rng))
-        writer.consolidate()
+    records = [random_record(key, 1 + i % 4, rng) for i, key in enumerate(keys)]
+    write_store(store, records, {"test": True}, {"detector": "random"})
     export_official(store, folder, dataset, official if dataset == "tgif" else None)
     return store, folder, official
 
@@ -185,7 +171,7 @@ def test_child_processes_read_a_pickled_reader(tmp_path, method):
                 _assert_record(records[key], arrays)
         _assert_record(features.read("vid10"), expected["vid10"])  # the parent's still work
         copy = pickle.loads(pickle.dumps(features))
-        assert copy._handles is None and copy.keys() == features.keys()
+        assert not copy._hdf5.is_open and copy.keys() == features.keys()
         _assert_record(copy.read("vid17"), expected["vid17"])
         copy.close()
 
