@@ -20,7 +20,7 @@ def _extract(args: argparse.Namespace) -> int:
     from masn.extract.settings import DetectorConfig, ExtractionConfig, RunOptions
     from masn.extract.store.merge import merge_stores
     from masn.runtime import default_workers
-    from masn.weights.download import cache_dir
+    from masn.weights.cache import cache_dir
 
     if args.merge:
         merge_stores(args.merge, args.out)

@@ -119,7 +119,7 @@ def load_networks(
         log.warning(RANDOM_WEIGHTS_WARNING)
         return FeatureNetworks.random(config)
     if weights is None:
-        from masn.weights.download import cache_dir
+        from masn.weights.cache import cache_dir
 
         weights = cache_dir()
     return FeatureNetworks.load(config, weights)  # missing files: "run `make weights` ..."
