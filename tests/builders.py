@@ -5,26 +5,39 @@ Each picture's left half is a flat grey whose level encodes the source frame ind
 can tell which source frame was chosen.
 
 Also the shared builders of feature stores (synthetic and random ``VideoRecord``s, whole stores,
-store comparisons) and of child processes (their environment).
+store comparisons), of extraction runs (small settings, stand-in runs, failure logs) and of
+child processes (``masn`` commands, their environment).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import struct
+import sys
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import av
 import cv2
 import numpy as np
 
+from masn.extract.settings import DetectorConfig, ExtractionConfig, RunOptions
+from masn.extract.store.reader import FeatureStore
 from masn.extract.store.schema import FIELDS, REQUIRED_FIELDS, VideoRecord
 from masn.extract.store.writer import StoreWriter
+from masn.extract.video.sources import VideoSource, list_videos
 from tests.conftest import REPO
+
+if TYPE_CHECKING:
+    import torch
+
+    from masn.extract.networks.feature_networks import FeatureNetworks
+    from masn.extract.run.runner import RunSummary
 
 WIDTH, HEIGHT = 160, 120
 LEVEL = 8  # grey step per source frame; clips have at most 31 frames
@@ -145,6 +158,23 @@ def write_absurd_rate_avi(path: Path, count: int = 10) -> Path:
     return path
 
 
+def transcode(source: Path, target: Path, codec: str, seconds: float, width: int = 160) -> None:
+    """The first ``seconds`` of ``source``, scaled to ``width``, re-encoded with ``codec``."""
+    with av.open(str(source)) as reader, av.open(str(target), "w") as writer:
+        video = reader.streams.video[0]
+        height = round(video.height * width / video.width / 2) * 2
+        pixel_format = "rgb8" if codec == "gif" else "yuv420p"
+        stream = writer.add_stream(codec, rate=25)
+        stream.width, stream.height, stream.pix_fmt = width, height, pixel_format
+        for index, frame in enumerate(reader.decode(video)):
+            if frame.time > seconds:
+                break
+            scaled = frame.reformat(width=width, height=height, format=pixel_format)
+            scaled.pts, scaled.time_base = index, Fraction(1, 25)
+            writer.mux(stream.encode(scaled))
+        writer.mux(stream.encode())
+
+
 # --------------------------------------------------------------------------- feature stores
 
 STORE_CONFIG = {"fps": 6, "sample_every": 4, "detector": {"boxes": 10}}
@@ -244,6 +274,91 @@ def assert_stored(read: VideoRecord, written: VideoRecord, dtype: str = "float16
         np.testing.assert_array_equal(stored, expected, err_msg=name)
 
 
+def _store_arrays(path: Path) -> dict[str, dict[str, np.ndarray]]:
+    with FeatureStore(path) as store:
+        return {key: vars(store.read(key)) for key in store}
+
+
+def assert_same_stores(first: Path, second: Path, exact: bool = True) -> None:
+    """Two stores hold the same videos with the same arrays; with ``exact`` False, float fields
+    may differ by rounding (another batch composition), the choices (labels, times) may not."""
+    one, two = _store_arrays(first), _store_arrays(second)
+    assert one.keys() == two.keys()
+    for key in one:
+        for name in FIELDS:
+            a, b = one[key][name], two[key][name]
+            if exact or name in ("object_labels", "attribute_labels", "frame_times"):
+                np.testing.assert_array_equal(a, b, err_msg=f"{key} {name}")
+            else:  # another batch composition: float rounding differs, the choices do not
+                np.testing.assert_allclose(a, b, rtol=2e-2, atol=2e-3, err_msg=f"{key} {name}")
+
+
+# --------------------------------------------------------------------------- extraction runs
+
+# Random-weight networks small enough for CPU tests: a 96..160-pixel detector input.
+SMALL_EXTRACTION = ExtractionConfig(
+    detector=DetectorConfig(min_size=96, max_size=160, post_nms_top_n=12)
+)
+SMALL_FLAGS = ["--min-size", "96", "--max-size", "160", "--proposals", "12"]
+# Tiny networks (32-pixel detector input, 32-pixel frames) where only a run's handling of
+# files and failures is tested.
+TINY_EXTRACTION = ExtractionConfig(
+    frame_size=32, detector=DetectorConfig(min_size=32, max_size=64, post_nms_top_n=4)
+)
+STAND_IN_OPTIONS = RunOptions("cpu", batch_size=4, workers=0)
+
+
+def stand_in_videos(folder: Path, names: dict[str, str]) -> list[VideoSource]:
+    """Short clips in ``folder/videos`` (or text files where the value is 'text'): 'clip' has
+    one sampled frame, 'long' four, 'noise' four of random pixels (bright: the others' frames
+    are darker)."""
+    for name, kind in names.items():
+        path = folder / "videos" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if kind == "text":
+            path.write_text("not a video")
+        elif kind == "clip":
+            write_clip(path, "libx264", 25, list(range(10)))
+        else:  # 2.4 s at 10 fps: 15 frames at 6 fps, 4 sampled
+            write_clip(path, "libx264", 10, list(range(24)), noise=kind == "noise")
+    return list_videos(folder / "videos", "folder")
+
+
+def bright(frames: np.ndarray | torch.Tensor) -> bool:
+    """Whether pixels (numpy or torch) come from a 'noise' stand-in video (mean above 115)."""
+    mean = frames.float().mean() if hasattr(frames, "float") else frames.mean()
+    return float(mean) > 115
+
+
+def extract_with_stand_ins(
+    sources: list[VideoSource],
+    store: Path,
+    networks: FeatureNetworks | None = None,
+    **options: Any,
+) -> RunSummary:
+    """``extract_features`` with ``TINY_EXTRACTION`` and ``STAND_IN_OPTIONS`` (overridden by
+    ``options``), on ``networks`` or the benchmarks' stand-in networks; returns its summary."""
+    from masn.extract.bench import StandInNetworks
+    from masn.extract.run.runner import extract_features
+
+    networks = networks if networks is not None else StandInNetworks(TINY_EXTRACTION)
+    settings = replace(STAND_IN_OPTIONS, **options)
+    return extract_features(sources, store, TINY_EXTRACTION, networks, settings)
+
+
+def failure_entries(store: Path) -> dict[str, dict]:
+    """The failure log of ``store`` by key (empty when there is none); asserts one line per
+    key."""
+    from masn.extract.run.failure_log import failures_path
+
+    path = failures_path(store)
+    if not path.exists():
+        return {}
+    entries = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len({entry["key"] for entry in entries}) == len(entries)  # one line per key
+    return {entry["key"]: entry for entry in entries}
+
+
 # --------------------------------------------------------------------------- child processes
 
 
@@ -257,3 +372,11 @@ def child_env() -> dict[str, str]:
         "TQDM_DISABLE": "1",
         "PYTHONPATH": str(REPO),
     }
+
+
+def masn_command(*args: str, processes: int = 1) -> list[str]:
+    """``python -m masn ARGS``, under ``torch.distributed.run`` when ``processes`` > 1."""
+    if processes == 1:
+        return [sys.executable, "-m", "masn", *args]
+    launch = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
+    return [sys.executable, *launch, "-m", "masn", *args]
