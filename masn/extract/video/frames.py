@@ -223,16 +223,6 @@ class FrameSelector(Generic[T]):
         return kept
 
 
-def sampled_positions(count: int, every: int = 4) -> np.ndarray:
-    """Positions 0, every, 2*every, ... of a ``count``-frame 6-fps stream: the sampled frames.
-
-    All of them are kept (truncation to a model's length happens at training time).
-    """
-    if count < 0 or every < 1:
-        raise ValueError(f"need count >= 0 and every >= 1, got count={count}, every={every}")
-    return np.arange(0, count, every, dtype=np.int64)
-
-
 def clip_positions(count: int, center: int, length: int = 8) -> np.ndarray:
     """The ``length`` 6-fps positions around ``center``: offsets -length//2 .. length//2 - 1.
 

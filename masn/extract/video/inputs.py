@@ -24,6 +24,7 @@ from torch import Tensor
 from masn.extract.networks.detector import preprocess
 from masn.extract.settings import ExtractionConfig
 from masn.extract.video.decode import DecodeError, VideoStream
+from masn.extract.video.frames import clip_positions
 from masn.extract.video.sources import VideoSource
 
 log = logging.getLogger(__name__)
@@ -109,8 +110,8 @@ def video_inputs(
 
     Any failure, possibly after some frames, yields :class:`VideoFailed` instead of
     :class:`VideoDone`; the frames already yielded must then be discarded by the consumer.
-    Clips take the 6-fps positions ``p - L/2 .. p + L/2 - 1`` around a sampled position ``p``,
-    clamped to the video (edge replication).
+    The sampled frames are 6-fps positions 0, E, 2E, ... (E = ``config.sample_every``); the
+    clip of a sampled position ``p`` is ``frames.clip_positions`` of ``p`` (edge replication).
     """
     try:
         yield from _inputs(source, config, decoder)
@@ -144,8 +145,7 @@ def _inputs(
 ) -> Iterator[FrameInputs | VideoDone]:
     """``video_inputs`` without the failure records: errors are raised, tagged by stage."""
     length, every = config.clip_length, config.sample_every
-    before = length // 2
-    after = length - before - 1
+    after = length - length // 2 - 1  # a clip ends this many positions after its centre
     with _stage("decode"):
         stream = VideoStream(source.path, config.fps, decoder)
         frames = iter(stream)
@@ -158,8 +158,9 @@ def _inputs(
         while pending and (final or pending[0].position + after < count):
             frame = pending.popleft()
             first = count - len(window)  # 6-fps position of window[0]
-            wanted = np.arange(frame.position - before, frame.position + after + 1)
-            clip = np.stack([window[p - first] for p in np.clip(wanted, 0, count - 1)])
+            # Every position of the clip is decoded by now (or past the end: clamped to it).
+            wanted = clip_positions(count, frame.position, length)
+            clip = np.stack([window[p - first] for p in wanted])
             inputs.append(
                 FrameInputs(
                     key=source.key,

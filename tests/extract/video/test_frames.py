@@ -1,4 +1,4 @@
-"""Frame choice by presentation time (6 fps, no duplicates), sampled positions and clips."""
+"""Frame choice by presentation time (6 fps, no duplicates) and the clip around a frame."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from masn.extract.video.frames import (
     FrameSelector,
     clip_positions,
     end_time,
-    sampled_positions,
     select_frames,
 )
 
@@ -191,16 +190,6 @@ def test_selector_misuse():
         FrameSelector(0)
     with pytest.raises(ValueError, match="finite"):
         select_frames([0.0, float("nan")])
-
-
-def test_sampled_positions():
-    assert sampled_positions(1).tolist() == [0]
-    assert sampled_positions(4).tolist() == [0]
-    assert sampled_positions(5).tolist() == [0, 4]
-    assert sampled_positions(32).tolist() == [0, 4, 8, 12, 16, 20, 24, 28]
-    assert sampled_positions(0).tolist() == []
-    assert sampled_positions(3, every=1).tolist() == [0, 1, 2]
-    assert sampled_positions(9).dtype == np.int64
 
 
 def test_clip_positions_centre_is_the_fifth_of_eight():
