@@ -6,10 +6,8 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -26,6 +24,7 @@ from masn.pipeline.training.distributed import Process
 from masn.pipeline.training.evaluate import loader, run_evaluate
 from masn.pipeline.training.settings import TrainSettings
 from masn.pipeline.training.trainer import Diverged, Trainer, adam, train
+from tests.builders import child_env, masn_command
 
 HEADS = ("open_ended", "count", "multiple_choice")
 # Small and fast: planted answers are learnt in a few epochs at a higher learning rate.
@@ -181,16 +180,12 @@ def _train_args(annotations: Path, store: Path, out: Path, *extra: str) -> list[
 
 
 def _train_command(annotations: Path, store: Path, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "masn", *_train_args(annotations, store, out, *extra)]
-
-
-def _quiet_env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    return masn_command(*_train_args(annotations, store, out, *extra))
 
 
 def _run(command: list[str]) -> None:
     """Runs a training command to its end (an error shows its output)."""
-    subprocess.run(command, check=True, env=_quiet_env(), capture_output=True, timeout=300)
+    subprocess.run(command, check=True, env=child_env(), capture_output=True, timeout=300)
 
 
 @pytest.mark.slow
@@ -203,7 +198,7 @@ def test_kill_and_resume_ends_exactly_like_an_uninterrupted_run(collections, tmp
     killed = tmp_path / "killed"
     process = subprocess.Popen(
         _train_command(annotations, store, killed, *extra),
-        env=_quiet_env(),
+        env=child_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -232,10 +227,8 @@ def test_two_process_torchrun_training_matches_one_process(collections, tmp_path
     single = tmp_path / "single"
     _run(_train_command(annotations, store, single, *extra))
     double = tmp_path / "double"
-    launch = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
-    command = [sys.executable, *launch, "-m", "masn"]
-    command += _train_args(annotations, store, double, *extra)
-    result = subprocess.run(command, env=_quiet_env(), capture_output=True, text=True, timeout=600)
+    command = masn_command(*_train_args(annotations, store, double, *extra), processes=2)
+    result = subprocess.run(command, env=child_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     one = json.loads((single / "report.json").read_text())
     two = json.loads((double / "report.json").read_text())
