@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from masn.errors import InvalidInput
+from masn.extract.networks.backbones import MotionBackbone
 from masn.runtime import PRECISIONS, Precision, check_device
 
 Decoder = Literal["pyav", "decord"]
@@ -101,7 +102,7 @@ class ExtractionConfig:
     sample_every: int = 4
     clip_length: int = 8
     frame_size: int = 224
-    i3d: Literal["nonlocal", "pytorchvideo"] = "nonlocal"
+    i3d: MotionBackbone = "nonlocal"
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     precision: Precision = "fp32"
     feature_dtype: Literal["float16", "float32"] = "float16"

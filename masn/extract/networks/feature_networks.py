@@ -1,4 +1,5 @@
-"""The three vision networks of extraction, run together on batches of sampled frames."""
+"""The three vision networks of extraction, run together on batches of sampled frames, and where
+their weights come from (the converted published weights, or random ones for smoke runs)."""
 
 from __future__ import annotations
 
@@ -16,11 +17,18 @@ from masn.extract.networks.i3d import MotionFeatures
 from masn.extract.networks.resnet import GlobalAppearance
 from masn.extract.settings import ExtractionConfig
 from masn.runtime import autocast
+from masn.weights.cache import cache_dir
 from masn.weights.installed import ROLE_FILES, read_installed
 
 log = logging.getLogger(__name__)
 
 RANDOM_SEED = 0
+RANDOM_WEIGHTS_WARNING = """
+################################################################################
+#  RANDOM WEIGHTS: the networks are randomly initialised (--random-weights).   #
+#  The features are meaningless; use this only for smoke tests and timing.     #
+#  For real features run `make weights` and drop --random-weights.             #
+################################################################################"""
 
 
 @dataclass
@@ -61,23 +69,11 @@ class FeatureNetworks(nn.Module):
     @classmethod
     def load(cls, config: ExtractionConfig, folder: str | Path) -> FeatureNetworks:
         """Networks with the converted published weights installed in ``folder``."""
-        folder = Path(folder)
         networks = cls(config)
-        targets = {
-            "detector": networks.detector,
-            "resnet152": networks.appearance,
-            "i3d": networks.motion,
-        }
-        for role, module in targets.items():
-            state, record = read_installed(folder, role)
-            if role == "i3d" and record.layout != config.i3d:
-                raise InvalidInput(
-                    f"the installed I3D ({record.source}) has the {record.layout} layout but "
-                    f"--i3d {config.i3d} was asked for: pass --i3d {record.layout} or fetch the "
-                    "other I3D"
-                )
-            module.load_state_dict(state, strict=True)
-            networks.weights[role] = record.describe()
+        roles = {"detector": networks.detector, "resnet152": networks.appearance}
+        for role, module in roles.items():
+            networks.weights[role] = load_installed(module, role, Path(folder))
+        networks.weights["i3d"] = load_installed(networks.motion, "i3d", Path(folder), config.i3d)
         return networks.eval()
 
     def to_device(self, device: torch.device) -> FeatureNetworks:
@@ -116,3 +112,36 @@ class FeatureNetworks(nn.Module):
             attribute_labels=detections.attribute_labels,
             attribute_scores=detections.attribute_scores,
         )
+
+
+def load_installed(module: nn.Module, role: str, folder: Path, backbone: str | None = None) -> str:
+    """Loads ``role``'s converted weights installed in ``folder`` into ``module`` (strictly) and
+    returns where they came from. ``backbone``: the one ``module`` was built as (the I3D's
+    ``--i3d``), which the installed weights must fill."""
+    state, record = read_installed(folder, role)
+    if backbone is not None and record.layout != backbone:
+        raise InvalidInput(
+            f"the installed {role} ({record.source}) has the {record.layout} layout but "
+            f"--{role} {backbone} was asked for: pass --{role} {record.layout} or fetch the "
+            f"other {role}"
+        )
+    module.load_state_dict(state, strict=True)
+    return record.describe()
+
+
+def load_networks(
+    config: ExtractionConfig,
+    weights: str | Path | None,
+    random_weights: bool = False,
+    seed: int = RANDOM_SEED,
+) -> FeatureNetworks:
+    """The extraction networks of `masn extract` and `masn answer`: the converted weights
+    installed in the folder ``weights`` (None: the weights cache, where `make weights` installs
+    them), or with ``random_weights`` random ones (seeded by ``seed``), announced by a banner:
+    their features are meaningless."""
+    if random_weights:
+        if weights is not None:
+            raise InvalidInput("pass either converted --weights or --random-weights, not both")
+        log.warning(RANDOM_WEIGHTS_WARNING)
+        return FeatureNetworks.random(config, seed)
+    return FeatureNetworks.load(config, cache_dir() if weights is None else weights)

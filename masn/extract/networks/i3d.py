@@ -9,12 +9,12 @@ frame's boxes scaled to the 7 x 7 grid, averaged over the RoI; global motion = t
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import roi_align
+
+from masn.extract.networks.backbones import backbone, build_backbone
 
 KINETICS_MEAN = (0.45, 0.45, 0.45)
 KINETICS_STD = (0.225, 0.225, 0.225)
@@ -59,6 +59,7 @@ def _stage(inputs: int, width: int, stride: int, temporal: list[int]) -> nn.Sequ
     return nn.Sequential(*blocks)
 
 
+@backbone("nonlocal", role="i3d")
 class I3DResNet50(nn.Module):
     """video-nonlocal-net I3D R50 (Kinetics-400 baseline 32x2): clips (B, 3, T, H, W) ->
     (B, 2048, T / 8, H / 32, W / 32)."""
@@ -79,6 +80,7 @@ class I3DResNet50(nn.Module):
         return self.layer4(self.layer3(self.layer2(x)))
 
 
+@backbone("pytorchvideo", role="i3d")
 def pytorchvideo_i3d() -> nn.Module:
     """pytorchvideo's I3D R50 (the I3D_8x8_R50 model-zoo layout) without its head.
 
@@ -96,12 +98,15 @@ def pytorchvideo_i3d() -> nn.Module:
 
 
 class MotionFeatures(nn.Module):
-    """Clips of uint8 frames + boxes -> (global motion (B, 2048), object motion (B, N, 2048))."""
+    """Clips of uint8 frames + boxes -> (global motion (B, 2048), object motion (B, N, 2048)).
 
-    def __init__(self, layout: Literal["nonlocal", "pytorchvideo"] = "nonlocal"):
+    ``layout``: the I3D backbone (:mod:`masn.extract.networks.backbones`, role "i3d").
+    """
+
+    def __init__(self, layout: str = "nonlocal"):
         super().__init__()
         self.layout = layout
-        self.network = I3DResNet50() if layout == "nonlocal" else pytorchvideo_i3d()
+        self.network = build_backbone("i3d", layout)
         self.register_buffer("mean", torch.tensor(KINETICS_MEAN).view(1, 3, 1, 1, 1), False)
         self.register_buffer("std", torch.tensor(KINETICS_STD).view(1, 3, 1, 1, 1), False)
 

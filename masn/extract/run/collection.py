@@ -6,8 +6,8 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
-from masn.errors import InvalidInput, MissingInput
-from masn.extract.networks.feature_networks import FeatureNetworks
+from masn.errors import MissingInput
+from masn.extract.networks.feature_networks import load_networks
 from masn.extract.run.runner import extract_features
 from masn.extract.run.sharding import Shard, merge_when_all_done, shard_paths
 from masn.extract.settings import ExtractionConfig, RunOptions
@@ -16,13 +16,6 @@ from masn.extract.video.sources import list_videos
 from masn.runtime import resolve_device
 
 log = logging.getLogger(__name__)
-
-RANDOM_WEIGHTS_WARNING = """
-################################################################################
-#  RANDOM WEIGHTS: the networks are randomly initialised (--random-weights).   #
-#  The features are meaningless; use this only for smoke tests and timing.     #
-#  For real features run `make weights` and drop --random-weights.             #
-################################################################################"""
 
 
 def run_extraction(
@@ -56,13 +49,7 @@ def run_extraction(
     mine = shard.select(sources)
     if shard.world > 1:
         log.info("rank %d of %d: %d of %d videos", shard.rank, shard.world, len(mine), len(sources))
-    if random_weights:
-        log.warning(RANDOM_WEIGHTS_WARNING)
-        networks = FeatureNetworks.random(config)
-    else:
-        if weights is None:
-            raise InvalidInput("pass --weights DIR (converted weights) or --random-weights")
-        networks = FeatureNetworks.load(config, weights)
+    networks = load_networks(config, None if random_weights else weights, random_weights)
     options = replace(options, device=str(device))
     store = shard.store_path(out)
     summary = extract_features(mine, store, config, networks, options)

@@ -25,9 +25,8 @@ import numpy as np
 import torch
 
 from masn.errors import InvalidInput, MissingInput
-from masn.extract.networks.feature_networks import FeatureNetworks
+from masn.extract.networks.feature_networks import FeatureNetworks, load_networks
 from masn.extract.networks.vocab import attribute_names, object_names
-from masn.extract.run.collection import RANDOM_WEIGHTS_WARNING
 from masn.extract.run.runner import extract_features
 from masn.extract.settings import ExtractionConfig, RunOptions
 from masn.extract.show import frames_at
@@ -107,22 +106,6 @@ def check_widths(config: MASNConfig, appearance: int, motion: int, origin: str) 
             f"{wanted['motion']}, but {origin} gives {given['appearance']} / {given['motion']}: "
             "use a checkpoint trained on features from masn extract"
         )
-
-
-def load_networks(
-    config: ExtractionConfig, weights: Path | None, random_weights: bool
-) -> FeatureNetworks:
-    """The extraction networks: converted weights (default: the weights cache) or random ones."""
-    if random_weights:
-        if weights is not None:
-            raise InvalidInput("pass either converted --weights or --random-weights, not both")
-        log.warning(RANDOM_WEIGHTS_WARNING)
-        return FeatureNetworks.random(config)
-    if weights is None:
-        from masn.weights.cache import cache_dir
-
-        weights = cache_dir()
-    return FeatureNetworks.load(config, weights)  # missing files: "run `make weights` ..."
 
 
 def extract_video(

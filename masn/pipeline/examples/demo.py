@@ -17,7 +17,8 @@ from typing import Any
 
 import torch
 
-from masn.extract.run.collection import RANDOM_WEIGHTS_WARNING, run_extraction
+from masn.extract.networks.feature_networks import RANDOM_WEIGHTS_WARNING
+from masn.extract.run.collection import run_extraction
 from masn.extract.settings import DetectorConfig, ExtractionConfig, RunOptions
 from masn.pipeline.answering.answer import answer_video
 from masn.pipeline.examples.demo_sample import (
