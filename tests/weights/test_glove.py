@@ -32,8 +32,8 @@ class RealGlove:
         data = Path(package.ROOT)
         self.vectors = np.load(data / "glove_6B_50d_emb.npy", mmap_mode="r")[:ROWS].copy()
         # kumo ships the words as the one string column of a parquet file
-        words = parquet.read_table(data / "glove_6B_index.parquet").column(0)
-        self.words = words.slice(0, ROWS).to_pylist()
+        rows = parquet.ParquetFile(data / "glove_6B_index.parquet").iter_batches(batch_size=ROWS)
+        self.words = next(rows).column(0).to_pylist()
         self.text = folder / "glove.6B.50d.txt"
         with open(self.text, "w", encoding="utf-8", newline="\n") as stream:
             for word, row in zip(self.words, self.vectors, strict=True):
