@@ -1,7 +1,8 @@
-"""Settings dataclasses as files: load a run description, write the settings that made a run.
+"""Settings dataclasses: their checks, and as files (load a run description, record a run).
 
-Every command's settings are one (possibly nested) frozen dataclass; its command-line flags are
-generated from it (``masn.pipeline.cli``), and this module turns it into YAML or JSON and back.
+Every command's settings are one (possibly nested) frozen dataclass deriving from
+:class:`Checked`; its command-line flags are generated from it (``masn.pipeline.cli``), and this
+module turns it into YAML or JSON and back.
 ``dump`` and ``load`` are inverses: ``dump(load(dump(s)))`` is ``dump(s)``, so the output of
 ``--print-config`` fed back through ``--config`` prints the very same text. Run folders and
 feature stores keep ``dump`` of the settings that made them.
@@ -14,11 +15,14 @@ hand-written table of fields and types is needed here. YAML is read with PyYAML'
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
+import functools
 import json
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
@@ -33,19 +37,66 @@ S = TypeVar("S")
 _DACITE = dacite.Config(strict=True, cast=[Path, tuple])
 
 
+class Checked:
+    """Base of the settings dataclasses: :meth:`check` runs whenever an instance is built.
+
+    A subclass extends ``check`` (calling ``super().check()``, which refuses values outside a
+    field's ``Literal`` choices) and raises :class:`~masn.errors.InvalidInput` naming the
+    setting. While the command line parses (:func:`unchecked`) checks wait, and
+    :func:`check_tree` then runs them once on the whole settings tree, so that a bad value is
+    one line from our error handler, not a parser's error box.
+    """
+
+    def __post_init__(self) -> None:
+        if not _DEFERRED.get():
+            self.check()
+
+    def check(self) -> None:
+        check_choices(self)
+
+
+_DEFERRED: contextvars.ContextVar[bool] = contextvars.ContextVar("checks_deferred", default=False)
+
+
+@contextlib.contextmanager
+def unchecked() -> Iterator[None]:
+    """Settings built inside skip their checks (run :func:`check_tree` on the result)."""
+    token = _DEFERRED.set(True)
+    try:
+        yield
+    finally:
+        _DEFERRED.reset(token)
+
+
+def check_tree(settings: Any) -> None:
+    """Runs the checks of ``settings`` and of every nested settings dataclass, innermost first."""
+    for field in dataclasses.fields(settings):
+        value = getattr(settings, field.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            check_tree(value)
+    if isinstance(settings, Checked):
+        settings.check()
+
+
 def check_choices(settings: Any) -> None:
     """Refuses a value outside its field's ``Literal`` choices (optional fields may be None).
 
     Flags and config files are checked by their parsers; this also catches settings built in
     Python, from the field types alone, so no list of choices is written twice.
     """
-    hints = typing.get_type_hints(type(settings))
-    for field in dataclasses.fields(settings):
-        choices = _literal_choices(hints[field.name])
-        value = getattr(settings, field.name)
-        if choices is not None and value not in choices:
+    for name, choices in _choices_of(type(settings)).items():
+        value = getattr(settings, name)
+        if value not in choices:
             allowed = ", ".join(repr(choice) for choice in choices if choice is not None)
-            raise InvalidInput(f"{field.name} must be one of {allowed}; got {value!r}")
+            raise InvalidInput(f"{name} must be one of {allowed}; got {value!r}")
+
+
+@functools.cache
+def _choices_of(kind: type) -> dict[str, tuple[Any, ...]]:
+    """Field name -> allowed values, for the fields of ``kind`` typed with a ``Literal``."""
+    hints = typing.get_type_hints(kind)
+    found = {field.name: _literal_choices(hints[field.name]) for field in dataclasses.fields(kind)}
+    return {name: choices for name, choices in found.items() if choices is not None}
 
 
 def _literal_choices(kind: Any) -> tuple[Any, ...] | None:

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from masn.model import MASN, MASNConfig
-from masn.pipeline.benchmarks.model_step import PAPER_CASES, SHAPES, synthetic_batch
+from masn.pipeline.benchmarks.model_step import synthetic_batch
+from masn.pipeline.benchmarks.settings import PAPER_CASES, SHAPES
 
 pytestmark = pytest.mark.gpu
 

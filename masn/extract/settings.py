@@ -11,15 +11,20 @@ from __future__ import annotations
 import importlib.util
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from tyro.conf import Positional, arg
 
 from masn.errors import InvalidInput
 from masn.extract.networks.backbones import MotionBackbone
-from masn.runtime import PRECISIONS, Precision, check_device
+from masn.runtime import Precision, check_device
+from masn.settings import Checked
 
 Decoder = Literal["pyav", "decord"]
 DECODERS: tuple[Decoder, ...] = ("pyav", "decord")
 Dataset = Literal["folder", "msvd", "msrvtt", "tgif"]
+OfficialDataset = Literal["tgif", "msvd", "msrvtt"]
 MIN_FRAME_SIZE = 32
 
 
@@ -43,21 +48,36 @@ def check_decoder(backend: str) -> None:
 
 
 @dataclass(frozen=True)
-class DetectorConfig:
-    """Test-time settings of the bottom-up-attention model (its Caffe test config by default)."""
+class DetectorConfig(Checked):
+    """Test-time settings of the bottom-up-attention model (its Caffe test config by default).
+
+    The paper's features use the defaults; smaller sizes and fewer proposals are for quick runs
+    on a CPU (most of the detector's work is per proposal).
+    """
 
     min_size: int = 600
+    """Detector input: frames resized to this short side."""
     max_size: int = 1000
+    """Detector input: long side capped at this."""
     pre_nms_top_n: int = 6000
-    post_nms_top_n: int = 300
+    """RPN proposals kept before non-maximum suppression."""
+    post_nms_top_n: Annotated[int, arg(name="proposals")] = 300
+    """RPN proposals kept after non-maximum suppression: the regions classified."""
     rpn_nms: float = 0.7
+    """RPN non-maximum suppression IoU threshold."""
     rpn_min_size: int = 16
+    """RPN: proposals smaller than this (in original pixels) are dropped."""
     pool_size: int = 14
+    """RoI max-pooling output size."""
     class_nms: float = 0.3
+    """Per-class non-maximum suppression IoU threshold of the box choice."""
     conf_threshold: float = 0.2
+    """Boxes at or above this class score are kept in proposal order when exactly enough."""
     boxes: int = 10
+    """Boxes (objects) stored per sampled frame."""
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
+        super().check()
         counts = {
             "min_size": self.min_size,
             "max_size": self.max_size,
@@ -83,31 +103,29 @@ class DetectorConfig:
 
 
 @dataclass(frozen=True)
-class ExtractionConfig:
-    """Defaults reproduce the paper's features (DESIGN.md, "Extraction contract").
-
-    fps: frames decoded per second of video, by presentation time (MASN: 6).
-    sample_every: every n-th 6-fps frame is a sampled frame (MASN: 4, about 1.5 per second).
-    clip_length: 6-fps frames per I3D clip around a sampled frame, edge-replicated (MASN: 8).
-    frame_size: ResNet-152 and I3D see whole frames resized to this square (224).
-    i3d: "nonlocal" (video-nonlocal-net layout, time stride 8) or "pytorchvideo" (I3D_8x8_R50).
-    precision: "bf16" runs the convolution stacks under bf16 autocast (box choice, RPN and
-        class scores stay float32); "fp32" is the fidelity reference.
-    feature_dtype: how features are stored.
-
-    Values are checked when the settings are built (``InvalidInput`` says which and why).
-    """
+class ExtractionConfig(Checked):
+    """What defines a set of features; defaults reproduce the paper's (DESIGN.md, "Extraction
+    contract"). Values are checked when the settings are built (``InvalidInput`` says which)."""
 
     fps: float = 6.0
+    """Frames decoded per second of video, chosen by presentation time (MASN: 6)."""
     sample_every: int = 4
+    """Every n-th 6-fps frame is a sampled frame (MASN: 4, about 1.5 per second)."""
     clip_length: int = 8
+    """6-fps frames per I3D clip around a sampled frame, edge-replicated (MASN: 8)."""
     frame_size: int = 224
+    """ResNet-152 and I3D see whole frames resized to this square."""
     i3d: MotionBackbone = "nonlocal"
+    """nonlocal (video-nonlocal-net layout, time stride 8) or pytorchvideo (I3D_8x8_R50)."""
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     precision: Precision = "fp32"
+    """bf16 runs the convolution stacks under bf16 autocast (box choice, RPN and class scores
+    stay float32); fp32 is the fidelity reference."""
     feature_dtype: Literal["float16", "float32"] = "float16"
+    """How features are stored."""
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
+        super().check()
         if not (isinstance(self.fps, (int, float)) and math.isfinite(self.fps) and self.fps > 0):
             raise InvalidInput(f"fps must be a positive number, got {self.fps!r}")
         for name in ("sample_every", "clip_length"):
@@ -124,21 +142,13 @@ class ExtractionConfig:
                 f"frame_size must be a whole number >= {MIN_FRAME_SIZE} (one cell of ResNet's "
                 f"and I3D's 32-pixel stride), got {self.frame_size!r}"
             )
-        if self.feature_dtype not in ("float16", "float32"):
-            raise InvalidInput(
-                f"feature_dtype must be 'float16' or 'float32', got {self.feature_dtype!r}"
-            )
-        if self.i3d not in ("nonlocal", "pytorchvideo"):
-            raise InvalidInput(f"i3d must be 'nonlocal' or 'pytorchvideo', got {self.i3d!r}")
-        if self.precision not in PRECISIONS:
-            raise InvalidInput(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 @dataclass(frozen=True)
-class RunOptions:
+class RunOptions(Checked):
     """How to run (not recorded in the store: it does not change the features).
 
     Values are checked when the options are built (``InvalidInput``); whether the device exists
@@ -158,7 +168,9 @@ class RunOptions:
     """Also retry the videos that already failed twice (reruns retry a failed video once, then
     skip it; see OUT.failures.jsonl)."""
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
+        check_decoder(self.decoder)  # says how to install decord, not only the choices
+        super().check()
         check_device(self.device)
         if self.batch_size != int(self.batch_size) or self.batch_size < 1:
             raise InvalidInput(f"batch size must be a whole number >= 1, got {self.batch_size!r}")
@@ -166,4 +178,84 @@ class RunOptions:
             raise InvalidInput(
                 f"workers must be a whole number >= 0 (0: decode in-process), got {self.workers!r}"
             )
-        check_decoder(self.decoder)
+
+
+@dataclass(frozen=True)
+class ExtractSettings(Checked):
+    """Extract detector, ResNet-152 and I3D features of every video under --videos into --out.
+
+    Reruns skip stored videos; videos that fail are recorded once in OUT.failures.jsonl (and
+    retried once by the next run). Under torchrun each rank writes a shard and rank 0 merges
+    them. The store records these settings.
+    """
+
+    out: Path
+    """The feature store to write (.h5)."""
+    videos: Path | None = None
+    """Folder of videos, searched recursively."""
+    dataset: Dataset = "folder"
+    """How files are keyed: folder (relative paths), msvd (vidN), msrvtt (videoN), tgif (GIF
+    names)."""
+    weights: Path | None = None
+    """Folder of the converted weights (default: the weights cache; `masn weights fetch`)."""
+    random_weights: bool = False
+    """Random networks, for smoke runs and timing only: the features are meaningless."""
+    seed: int = 0
+    """Seed of the random networks (--random-weights)."""
+    mapping: Path | None = None
+    """MSVD: youtube_mapping.txt (default: the bundled copy)."""
+    merge: tuple[Path, ...] = ()
+    """Only join these shard stores into --out."""
+    features: ExtractionConfig = field(default_factory=ExtractionConfig)
+    run: RunOptions = field(default_factory=RunOptions)
+
+    def check(self) -> None:
+        super().check()
+        if self.weights is not None and self.random_weights:
+            raise InvalidInput("pass either --weights DIR or --random-weights, not both")
+        if self.videos is None and not self.merge:
+            raise InvalidInput("masn extract needs --videos DIR (or --merge SHARD ... --out STORE)")
+
+
+@dataclass(frozen=True)
+class ShowSettings(Checked):
+    """Draw a video's sampled frames with their boxes, object labels and attributes."""
+
+    video: Positional[Annotated[str, arg(metavar="VIDEO")]]
+    """The video's key in the store, or its path."""
+    features: Path
+    """The feature store."""
+    out: Path
+    """The PNG to write."""
+    decoder: Decoder = "pyav"
+    """pyav or decord (to decode the frames again)."""
+
+
+@dataclass(frozen=True)
+class ExportSettings(Checked):
+    """Write a feature store as the official MASN four HDF5 files."""
+
+    features: Path
+    """The feature store to export."""
+    out: Path
+    """Folder for the four official files."""
+    dataset: OfficialDataset
+    """Official file names and keys: tgif, msvd or msrvtt."""
+    key_map: Path | None = None
+    """Our key -> official key: a TGIF-QA question file (gif_name -> key) or a two-column TSV."""
+
+
+@dataclass(frozen=True)
+class ImportSettings(Checked):
+    """Read the official MASN four HDF5 files (e.g. the authors' released features) into a store."""
+
+    official: Path
+    """Folder holding the four official files."""
+    out: Path
+    """The feature store to write."""
+    dataset: OfficialDataset
+    """Official file names and keys: tgif, msvd or msrvtt."""
+    key_map: Path | None = None
+    """Official key -> our key: a TGIF-QA question file (key -> gif_name) or a two-column TSV."""
+    skip_incomplete: bool = False
+    """Leave out videos missing from some of the four files (instead of stopping)."""

@@ -18,7 +18,6 @@ from masn.extract.networks.backbones import backbone, build_backbone
 
 KINETICS_MEAN = (0.45, 0.45, 0.45)
 KINETICS_STD = (0.225, 0.225, 0.225)
-CLIP_SIZE = 224
 ROI_OUTPUT = 7
 
 

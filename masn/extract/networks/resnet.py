@@ -8,7 +8,6 @@ from torchvision.models import resnet152
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-INPUT_SIZE = 224
 
 
 class GlobalAppearance(nn.Module):

@@ -10,49 +10,48 @@ from masn.errors import MissingInput
 from masn.extract.networks.feature_networks import load_networks
 from masn.extract.run.runner import extract_features
 from masn.extract.run.sharding import Shard, merge_when_all_done, shard_paths
-from masn.extract.settings import ExtractionConfig, RunOptions
+from masn.extract.settings import ExtractSettings
+from masn.extract.store.merge import merge_stores
 from masn.extract.store.writer import check_output
 from masn.extract.video.sources import list_videos
 from masn.runtime import resolve_device
+from masn.settings import dump as dump_settings
 
 log = logging.getLogger(__name__)
 
 
-def run_extraction(
-    videos: str | Path,
-    dataset: str,
-    out: str | Path,
-    config: ExtractionConfig,
-    options: RunOptions,
-    weights: str | Path | None,
-    random_weights: bool = False,
-    mapping: str | Path | None = None,
-) -> int:
-    """Extracts ``videos`` into the store ``out``; returns the process exit code.
+def run_extraction(settings: ExtractSettings) -> int:
+    """`masn extract`: extracts ``settings.videos`` into the store ``settings.out`` (or only
+    merges ``settings.merge``); returns the process exit code. The store records ``settings``.
 
     Exit 0 when at least one video was stored (or nothing was left to do), 1 otherwise. The
     output paths, the device and the videos folder are checked before any work (``UserError``:
     a missing or read-only output folder, an output that is a folder or a special file, an
     absent GPU, a folder without videos).
     """
-    out = Path(out)
+    out = Path(settings.out)
+    if settings.merge:
+        merge_stores(settings.merge, out)
+        return 0
     shard = Shard.from_env()
     for path in {out, *shard_paths(out, shard.world)}:
         check_output(path)
-    device = resolve_device(options.device, shard.local_rank)
-    sources = list_videos(Path(videos), dataset, Path(mapping) if mapping else None)
+    device = resolve_device(settings.run.device, shard.local_rank)
+    mapping = Path(settings.mapping) if settings.mapping else None
+    sources = list_videos(Path(settings.videos), settings.dataset, mapping)
     if not sources:
         raise MissingInput(
-            f"no {dataset} videos found under {videos}: check --videos (and --dataset; "
-            "'folder' lists every video file)"
+            f"no {settings.dataset} videos found under {settings.videos}: check --videos (and "
+            "--dataset; 'folder' lists every video file)"
         )
     mine = shard.select(sources)
     if shard.world > 1:
         log.info("rank %d of %d: %d of %d videos", shard.rank, shard.world, len(mine), len(sources))
-    networks = load_networks(config, None if random_weights else weights, random_weights)
-    options = replace(options, device=str(device))
+    config = settings.features
+    networks = load_networks(config, settings.weights, settings.random_weights, settings.seed)
+    options = replace(settings.run, device=str(device))
     store = shard.store_path(out)
-    summary = extract_features(mine, store, config, networks, options)
+    summary = extract_features(mine, store, config, networks, options, dump_settings(settings))
     rate = summary.sampled_frames / summary.seconds if summary.seconds else 0.0
     log.info(
         "%s: stored %d videos (%d sampled frames, %.1f frames/s), %d already there, %d failed%s",

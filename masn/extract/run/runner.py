@@ -95,13 +95,17 @@ def extract_features(
     config: ExtractionConfig,
     networks: FeatureNetworks,
     options: RunOptions = RunOptions(),
+    settings: str = "",
 ) -> RunSummary:
-    """Extracts every video of ``sources`` not yet in ``store``; see the module docstring."""
+    """Extracts every video of ``sources`` not yet in ``store``; see the module docstring.
+    ``settings``: the YAML of the command's settings, recorded in the store."""
     store = Path(store)
     device = resolve_device(options.device)
     summary = RunSummary(store=store, failures=failures_path(store))
     started = time.perf_counter()
-    with StoreWriter(store, config.to_dict(), networks.weights, config.feature_dtype) as writer:
+    with StoreWriter(
+        store, config.to_dict(), networks.weights, config.feature_dtype, settings
+    ) as writer:
         failures = FailureLog(summary.failures)
         done = writer.done_keys()
         failures.forget(done)

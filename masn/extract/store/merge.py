@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -13,7 +14,6 @@ import numpy as np
 
 from masn.errors import InvalidInput
 from masn.extract.store.reader import FeatureStore
-from masn.extract.store.schema import Provenance
 from masn.extract.store.store_file import atomic_hdf5, init_store
 from masn.extract.store.writer import check_output
 
@@ -47,7 +47,7 @@ def merge_stores(
                     "shards must come from one extraction configuration"
                 )
         created = min(shard.provenance.created for shard in shards)
-        provenance = Provenance(first.provenance.config, first.provenance.weights, created)
+        provenance = replace(first.provenance, created=created)
         with atomic_hdf5(out_path) as out:
             videos = init_store(out, provenance, first.feature_dtype)
             origin: dict[str, Path] = {}

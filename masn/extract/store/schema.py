@@ -116,14 +116,19 @@ METADATA: dict[str, type] = {
 
 @dataclass(frozen=True)
 class Provenance:
-    """What made a store: the extraction configuration, the weights' checksums, the time."""
+    """What made a store: the extraction configuration, the weights' checksums, the time, and
+    the settings of the command that wrote it last (YAML; not compared: a rerun may change how
+    it runs, never what it computes)."""
 
     config: dict[str, Any]
     weights: dict[str, str]
     created: str
+    settings: str = ""
 
     @classmethod
-    def new(cls, config: Mapping[str, Any], weights: Mapping[str, str]) -> Provenance:
+    def new(
+        cls, config: Mapping[str, Any], weights: Mapping[str, str], settings: str = ""
+    ) -> Provenance:
         """Provenance stamped now; config and weights normalised through JSON."""
         try:
             config_ = json.loads(json.dumps(dict(config)))
@@ -132,7 +137,8 @@ class Provenance:
             raise TypeError(
                 f"config and weights must be JSON-serialisable (dicts, lists, str...): {error}"
             ) from None
-        return cls(config_, weights_, datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        return cls(config_, weights_, created, settings)
 
     def mismatch(self, other: Provenance) -> list[str]:
         """What differs from ``other`` (ignoring the creation time), e.g. ``config (fps)``."""

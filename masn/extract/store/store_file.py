@@ -3,7 +3,8 @@ opening one for reading (format and version checks; a damaged file is a ``Damage
 
 Root attributes: ``format`` ("masn-features"), ``version`` (1), ``config`` (JSON of the
 extraction configuration), ``weights`` (JSON: network -> sha256, "random" or "unknown"),
-``created`` (ISO time) and ``feature_dtype``. The group ``videos`` holds one group per video,
+``created`` (ISO time), ``feature_dtype`` and ``settings`` (YAML of the command settings that
+wrote the store last, when known). The group ``videos`` holds one group per video,
 named by its escaped key (``schema.escape_key``), laid out as ``schema`` describes.
 
 HDF5 files are not crash-safe while open for writing, so a store file is only ever written
@@ -60,6 +61,8 @@ def init_store(file: h5py.File, provenance: Provenance, dtype: FeatureDtype) -> 
         created=provenance.created,
         feature_dtype=dtype,
     )
+    if provenance.settings:
+        file.attrs["settings"] = provenance.settings
     return file.create_group("videos")
 
 
@@ -122,7 +125,7 @@ def provenance_of(file: h5py.File, path: Path) -> tuple[Provenance, str]:
             f"{path} has store version {version}, newer than this code reads "
             f"({VERSION}); update the masn package"
         )
-    return Provenance(config, weights, created), dtype
+    return Provenance(config, weights, created, str(attrs.get("settings", ""))), dtype
 
 
 def videos_of(file: h5py.File, path: Path) -> h5py.Group:

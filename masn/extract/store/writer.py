@@ -23,6 +23,7 @@ import logging
 import os
 import threading
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -139,12 +140,13 @@ class StoreWriter:
         config: Mapping[str, Any],
         weights: Mapping[str, str],
         dtype: FeatureDtype = "float16",
+        settings: str = "",
     ):
         check_dtype(dtype)
         self.path = Path(store_path)
         self.parts_dir = self.path.with_name(self.path.name + ".parts")
         self.dtype: FeatureDtype = dtype
-        self.provenance = Provenance.new(config, weights)
+        self.provenance = Provenance.new(config, weights, settings)
         self._lock_fd: int | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -214,9 +216,7 @@ class StoreWriter:
         if not parts and self.path.exists():
             return self.path
         created = read_provenance(self.path)[0].created if self.path.exists() else None
-        provenance = Provenance(
-            self.provenance.config, self.provenance.weights, created or self._parts_created()
-        )
+        provenance = replace(self.provenance, created=created or self._parts_created())
         with atomic_hdf5(self.path) as out:
             videos = init_store(out, provenance, self.dtype)
             for part in parts.values():

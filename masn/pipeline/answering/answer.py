@@ -35,6 +35,7 @@ from masn.extract.store.schema import VideoRecord
 from masn.extract.video.sources import VideoSource
 from masn.model import MASNConfig, VideoFeatures
 from masn.pipeline.answering.figure import AnswerView, draw_answer
+from masn.pipeline.answering.settings import AnswerSettings
 from masn.pipeline.qa.datasets import pad_video
 from masn.pipeline.qa.text import tokeniser
 from masn.pipeline.training.checkpoint import Predictor, load_predictor
@@ -279,38 +280,27 @@ def answer_view(
     )
 
 
-def answer_video(
-    video: Path,
-    question: str,
-    checkpoint: Path,
-    out: Path | None,
-    *,
-    weights: Path | None,
-    random_weights: bool,
-    device: str = "auto",
-    candidates: list[str] | None = None,
-    extraction: ExtractionConfig | None = None,
-    decoder: str = "pyav",
-) -> dict[str, Any]:
-    """``masn answer``: extracts ``video``, answers ``question`` with the checkpoint's model and
+def answer_video(settings: AnswerSettings) -> dict[str, Any]:
+    """``masn answer``: extracts the video, answers the question with the checkpoint's model and
     draws the figure (default ``<video stem>.answer.png`` here); returns a JSON-ready summary.
 
     Everything that can be checked without the video (checkpoint, question, candidates, feature
     widths, weights) is checked before the slow extraction starts.
     """
-    video = Path(video)
+    video, question, out = Path(settings.video), settings.question, settings.out
+    candidates = list(settings.candidates) if settings.candidates else None
     if not video.is_file():
         raise MissingInput(f"no video at {video}")
-    predictor = load_predictor(checkpoint)
+    predictor = load_predictor(settings.checkpoint)
     check_question(predictor, question, candidates)
     check_widths(predictor.model.config, **EXTRACTED_WIDTHS, origin="masn extract")
-    config = extraction or ExtractionConfig()
-    networks = load_networks(config, Path(weights) if weights else None, random_weights)
-    where = resolve_device(device)
-    record = extract_video(video, config, networks, where, decoder)
+    config, random_weights = settings.features, settings.random_weights
+    networks = load_networks(config, settings.weights, random_weights, settings.seed)
+    where = resolve_device(settings.device)
+    record = extract_video(video, config, networks, where, settings.decoder)
     del networks  # frees the device for the model
     answer = answer_record(predictor, record, question, candidates, where)
-    frames = frames_at(record.path, record.frame_times[answer.chosen], config.fps, decoder)
+    frames = frames_at(record.path, record.frame_times[answer.chosen], config.fps, settings.decoder)
     names = predictor.model.config.fusion_attentions
     note = RANDOM_NOTE if random_weights else ""
     view = answer_view(question, answer, names, record, frames, note)

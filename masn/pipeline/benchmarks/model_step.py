@@ -9,13 +9,19 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
 from masn.model import MASN, MASNConfig, VideoFeatures
-from masn.model.config import Task
+from masn.pipeline.benchmarks.settings import (
+    OFFICIAL_H100_SAMPLES_PER_S,
+    PAPER_CASES,
+    SHAPES,
+    TARGET_H100_SAMPLES_PER_S,
+    BenchCase,
+    Size,
+)
 from masn.pipeline.training.trainer import adam
 from masn.runtime import (
     Precision,
@@ -27,34 +33,6 @@ from masn.runtime import (
 )
 
 log = logging.getLogger(__name__)
-
-Size = Literal["tgif", "small"]
-
-OFFICIAL_H100_SAMPLES_PER_S = {"frameqa": 477, "count": 486, "action": 54}
-TARGET_H100_SAMPLES_PER_S = {"frameqa": 1500, "count": 1500, "action": 600}
-
-
-@dataclass(frozen=True)
-class BenchCase:
-    name: str
-    task: Task
-    batch: int
-    candidates: int = 1
-    answers: int = 1
-
-
-# FrameQA has 1,746 answer classes in TGIF-QA; Action scores 5 candidates per question.
-PAPER_CASES = (
-    BenchCase("frameqa", "open_ended", 32, answers=1746),
-    BenchCase("count", "count", 32),
-    BenchCase("action", "multiple_choice", 16, candidates=5),
-)
-
-# frames, objects per frame, raw feature width, question width (tokens), vocabulary
-SHAPES: dict[str, dict[str, int]] = {
-    "tgif": {"frames": 20, "objects": 10, "features": 2048, "words": 20, "vocab": 8000},
-    "small": {"frames": 8, "objects": 5, "features": 512, "words": 12, "vocab": 2000},
-}
 
 
 def synthetic_batch(

@@ -28,13 +28,12 @@ from torch.utils.data import Sampler
 
 from masn.errors import InvalidInput
 from masn.extract.store.reader import FeatureStore
-from masn.pipeline.benchmarks.model_step import (
+from masn.pipeline.benchmarks.settings import (
     OFFICIAL_H100_SAMPLES_PER_S,
     PAPER_CASES,
     SHAPES,
     TARGET_H100_SAMPLES_PER_S,
     BenchCase,
-    Precision,
     Size,
 )
 from masn.pipeline.examples.planted import QUESTION, WORDS, SyntheticShape, write_synthetic
@@ -43,7 +42,7 @@ from masn.pipeline.training.distributed import Process
 from masn.pipeline.training.evaluate import loader
 from masn.pipeline.training.settings import TrainSettings
 from masn.pipeline.training.trainer import Trainer
-from masn.runtime import device_name, peak_memory_mb, resolve_device, synchronize
+from masn.runtime import Precision, device_name, peak_memory_mb, resolve_device, synchronize
 
 log = logging.getLogger(__name__)
 

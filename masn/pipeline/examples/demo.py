@@ -11,7 +11,7 @@ minutes; everything else is the real code path with the real defaults of each st
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +19,9 @@ import torch
 
 from masn.extract.networks.feature_networks import RANDOM_WEIGHTS_WARNING
 from masn.extract.run.collection import run_extraction
-from masn.extract.settings import DetectorConfig, ExtractionConfig, RunOptions
+from masn.extract.settings import DetectorConfig, ExtractionConfig, ExtractSettings, RunOptions
 from masn.pipeline.answering.answer import answer_video
+from masn.pipeline.answering.settings import AnswerSettings
 from masn.pipeline.examples.demo_sample import (
     DEMO_QUESTION,
     DEMO_VIDEO,
@@ -28,8 +29,9 @@ from masn.pipeline.examples.demo_sample import (
     prepare_videos,
     questions_dir,
 )
+from masn.pipeline.examples.settings import DemoSettings
 from masn.pipeline.training.evaluate import run_evaluate
-from masn.pipeline.training.settings import GLOVE_FILE, TrainSettings
+from masn.pipeline.training.settings import GLOVE_FILE, EvaluateSettings, TrainSettings
 from masn.pipeline.training.trainer import train
 from masn.runtime import resolve_device
 from masn.weights.cache import cache_dir
@@ -39,19 +41,6 @@ log = logging.getLogger(__name__)
 
 # Detector input on a CPU: short side / long-side cap / proposals (the paper: 600 / 1000 / 300).
 CPU_DETECTOR = DetectorConfig(min_size=192, max_size=320, post_nms_top_n=36)
-
-
-@dataclass(frozen=True)
-class DemoSettings:
-    """What the demo runs; ``quick`` shrinks every stage for the test suite."""
-
-    out: Path = Path("demo")
-    device: str = "auto"
-    epochs: int = 10
-    hidden: int = 256
-    lr: float = 5e-4
-    batch_size: int = 8
-    quick: bool = False
 
 
 def _extraction(settings: DemoSettings, device: torch.device) -> ExtractionConfig:
@@ -88,9 +77,16 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
     videos = prepare_videos(out / "videos")
     store = out / "features.h5"
     extraction = _extraction(settings, device)
-    options = RunOptions(str(device), batch_size=8, workers=0 if settings.quick else 1)
+    extract = ExtractSettings(
+        out=store,
+        videos=videos,
+        weights=weights if real else None,
+        random_weights=not real,
+        features=extraction,
+        run=RunOptions(str(device), batch_size=8, workers=0 if settings.quick else 1),
+    )
     log.info("[1/5] extracting features of %s into %s", videos, store)
-    if run_extraction(videos, "folder", store, extraction, options, weights, not real) != 0:
+    if run_extraction(extract) != 0:
         raise RuntimeError(f"feature extraction stored no video; see {store}.failures.jsonl")
 
     summary: dict[str, Any] = {
@@ -113,6 +109,7 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
         workers=0,
         device=str(device),
         log_every=10,
+        seed=settings.seed,
     )
     for number, kind in enumerate(KINDS, start=2):
         run = out / "runs" / kind
@@ -125,7 +122,9 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
         )
         report = train(config)
         evaluated = run_evaluate(
-            run / "best.pt", None, None, "test", run / "evaluate-test", device, workers=0
+            EvaluateSettings(
+                checkpoint=run / "best.pt", out=run / "evaluate-test", device=str(device), workers=0
+            )
         )
         summary["runs"][kind] = {
             "run": str(run),
@@ -139,14 +138,16 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
 
     log.info("[5/5] answering %r about %s", DEMO_QUESTION, DEMO_VIDEO)
     summary["answer"] = answer_video(
-        videos / DEMO_VIDEO,
-        DEMO_QUESTION,
-        out / "runs" / "open_ended" / "best.pt",
-        out / "answer.png",
-        weights=weights if real else None,
-        random_weights=not real,
-        device=str(device),
-        extraction=extraction,
+        AnswerSettings(
+            video=videos / DEMO_VIDEO,
+            question=DEMO_QUESTION,
+            checkpoint=out / "runs" / "open_ended" / "best.pt",
+            out=out / "answer.png",
+            weights=weights if real else None,
+            random_weights=not real,
+            device=str(device),
+            features=extraction,
+        )
     )
     return summary
 

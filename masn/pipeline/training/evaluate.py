@@ -18,7 +18,6 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from masn.errors import InvalidInput
 from masn.model import MASN
 from masn.pipeline.qa.datasets import (
     Collate,
@@ -36,7 +35,9 @@ from masn.pipeline.training.baseline import answer_only_baseline
 from masn.pipeline.training.checkpoint import Predictor, load_predictor
 from masn.pipeline.training.distributed import Process
 from masn.pipeline.training.metrics import Tally
-from masn.runtime import autocast, data_loader
+from masn.pipeline.training.settings import EvaluateSettings
+from masn.runtime import autocast, data_loader, default_workers, resolve_device
+from masn.settings import write as write_settings
 
 log = logging.getLogger(__name__)
 
@@ -151,43 +152,30 @@ def prediction_lines(
     return lines
 
 
-def run_evaluate(
-    checkpoint: str | Path,
-    annotations: str | Path | None,
-    features: str | Path | None,
-    split: str,
-    out: str | Path | None,
-    device: torch.device,
-    batch_size: int | None = None,
-    workers: int = 0,
-    precision: str = "fp32",
-    baseline: bool = True,
-) -> dict[str, Any]:
-    """``masn evaluate``: metrics of a checkpoint on a split, written beside it (or to ``out``).
-
-    ``batch_size`` None: the task's; a batch size below 1 or negative workers are refused.
-    """
-    if batch_size is not None and batch_size < 1:
-        raise InvalidInput(f"--batch-size must be at least 1 (or left out), got {batch_size}")
-    if workers < 0:
-        raise InvalidInput(f"--workers must be at least 0, got {workers}")
+def run_evaluate(settings: EvaluateSettings) -> dict[str, Any]:
+    """``masn evaluate``: metrics of a checkpoint on a split, written beside it (or to ``out``)
+    with the settings that made them (``config.yaml``)."""
+    checkpoint, split = settings.checkpoint, settings.split
+    device = resolve_device(settings.device)
     predictor = load_predictor(checkpoint)
     spec = predictor.spec
-    settings = predictor.info.get("train_config", {})
-    annotations = Path(annotations or settings.get("annotations") or spec.annotations)
-    features = Path(features or settings.get("features") or spec.features)
-    seed = int(settings.get("seed", 999))
-    rows = load_splits(spec, annotations, seed, settings.get("val_fraction", 0.1))
+    trained = predictor.info.get("train_config", {})
+    annotations = Path(settings.annotations or trained.get("annotations") or spec.annotations)
+    features = Path(settings.features or trained.get("features") or spec.features)
+    seed = int(trained.get("seed", 999)) if settings.seed is None else settings.seed
+    rows = load_splits(spec, annotations, seed, trained.get("val_fraction", 0.1))
     source = open_source(spec, features)
     tokenise = tokeniser(predictor.tokenizer)
-    policy = settings.get("out_of_set", "wrong")
+    policy = trained.get("out_of_set", "wrong")
     questions = encode_questions(
         rows[split], spec, predictor.vocabulary, tokenise, predictor.answers, policy
     )
     questions = attach_features(questions, source, split)
-    batch_size = spec.batch_size if batch_size is None else batch_size
+    batch_size = spec.batch_size if settings.batch_size is None else settings.batch_size
+    workers = default_workers() if settings.workers is None else settings.workers
     loading = Loading(predictor.frames, predictor.sampling, batch_size, workers)
     model = predictor.model.to(device)
+    precision = settings.precision or "fp32"
     tally, kept = evaluate_split(
         model, questions, source, spec, loading, device, precision, keep=True, label=split
     )
@@ -200,13 +188,15 @@ def run_evaluate(
         "masn": tally.summary(),
         "settings": metric_settings(spec, policy),
     }
-    if baseline and spec.head == "multiple_choice":
+    if settings.baseline and spec.head == "multiple_choice":
         vectors = model.question.embedding.weight.detach().cpu()
         report["answer_only_baseline"] = answer_only_baseline(
             rows["train"], questions, predictor.vocabulary, tokenise, vectors, seed
         )
+    out = settings.out
     folder = Path(out) if out is not None else Path(checkpoint).parent / f"evaluate-{split}"
     folder.mkdir(parents=True, exist_ok=True)
+    write_settings(settings, folder / "config.yaml")
     (folder / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
     with (folder / "predictions.jsonl").open("w", encoding="utf-8") as file:
         for line in prediction_lines(predictor, questions, kept):

@@ -18,7 +18,7 @@ from masn.model.config import Fusion, Mode, Streams, Task
 from masn.pipeline.qa.answer_set import OutOfSet
 from masn.pipeline.qa.tasks import Sampling, TaskName
 from masn.runtime import Precision, check_device
-from masn.settings import check_choices
+from masn.settings import Checked
 
 GLOVE_FILE = "glove.42B.300d.zip"
 """The paper's word vectors, looked up in the weights cache by default."""
@@ -31,7 +31,7 @@ FIXED_ON_RESUME = DATA_SETTINGS + MODEL_SETTINGS + LOOP_SETTINGS
 
 
 @dataclass(frozen=True)
-class TrainSettings:
+class TrainSettings(Checked):
     """Train MASN on a task (torchrun for several GPUs).
 
     The run folder gets best.pt, last.pt (resumable), metrics.jsonl, tensorboard/, report.json
@@ -103,8 +103,8 @@ class TrainSettings:
     resume: bool = False
     """Continue the run in --out from its last.pt."""
 
-    def __post_init__(self) -> None:
-        check_choices(self)
+    def check(self) -> None:
+        super().check()
         check_device(self.device)
         _check_ranges(self)
 
@@ -130,3 +130,43 @@ def _check_ranges(settings: TrainSettings) -> None:
         if not valid:
             flag = "--" + name.replace("_", "-")
             raise InvalidInput(f"{flag} must be {wanted}, got {getattr(settings, name)!r}")
+
+
+@dataclass(frozen=True)
+class EvaluateSettings(Checked):
+    """Metrics of a checkpoint on a split, per question type, with every question's predictions.
+
+    Writes metrics.json, predictions.jsonl and config.yaml (default: beside the checkpoint, in
+    evaluate-SPLIT/). Annotations and features default to the training run's.
+    """
+
+    checkpoint: Path
+    """RUN/best.pt (written by masn train)."""
+    split: Literal["train", "val", "test"] = "test"
+    """The split to evaluate."""
+    annotations: Path | None = None
+    """Folder of the QA files (default: the training run's)."""
+    features: Path | None = None
+    """Feature store or official folder (default: the training run's)."""
+    out: Path | None = None
+    """Output folder (default: RUN/evaluate-SPLIT)."""
+    device: str = "auto"
+    """auto, cpu, cuda or cuda:N."""
+    batch_size: int | None = None
+    """Questions per batch (default: the task's)."""
+    workers: int | None = None
+    """Data loading processes (default: the CPU cores of this rank's share of the node)."""
+    precision: Precision | None = None
+    """Default: fp32."""
+    baseline: bool = True
+    """Multiple choice: also train and report the answer-only baseline."""
+    seed: int | None = None
+    """Seed of the validation split and the baseline (default: the training run's)."""
+
+    def check(self) -> None:
+        super().check()
+        check_device(self.device)
+        if self.batch_size is not None and self.batch_size < 1:
+            raise InvalidInput(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.workers is not None and self.workers < 0:
+            raise InvalidInput(f"--workers must be at least 0, got {self.workers}")

@@ -55,6 +55,7 @@ from masn.pipeline.training.run_log import RunLog
 from masn.pipeline.training.settings import FIXED_ON_RESUME, GLOVE_FILE, TrainSettings
 from masn.runtime import autocast, default_workers, resolve_device
 from masn.settings import to_dict
+from masn.settings import write as write_settings
 from masn.weights.cache import cache_dir
 
 log = logging.getLogger(__name__)
@@ -147,6 +148,8 @@ class Trainer:
             else self.model
         )
         self.logs = RunLog(self.run) if process.main else None
+        if process.main:
+            write_settings(config, self.run / "config.yaml")
         # The first global step whose loss was not finite (_NONE: none), kept on the device so
         # that steps never wait for it; and which questions each step since the last look held.
         self._first_bad = torch.full((), _NONE, dtype=torch.int64, device=device)

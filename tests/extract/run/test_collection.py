@@ -19,10 +19,9 @@ import numpy as np
 import pytest
 import torch
 
-from masn.errors import InvalidInput
 from masn.extract.run.collection import run_extraction
 from masn.extract.run.failure_log import failures_path
-from masn.extract.settings import ExtractionConfig, RunOptions
+from masn.extract.settings import ExtractSettings, RunOptions
 from masn.extract.store.reader import FeatureStore
 from masn.extract.store.writer import StoreWriter
 from tests.builders import (
@@ -138,16 +137,17 @@ def messy(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def messy_runs(messy: Path, tmp_path_factory: pytest.TempPathFactory):
     """Two `masn extract` runs over the messy folder: exit codes, store, failures, log."""
     store = tmp_path_factory.mktemp("messy-run") / "features.h5"
-    options = RunOptions("cpu", batch_size=4, workers=1)
+    settings = ExtractSettings(
+        out=store,
+        videos=messy,
+        random_weights=True,
+        features=TINY_EXTRACTION,
+        run=RunOptions("cpu", batch_size=4, workers=1),
+    )
     handler = _Collect()
     logging.getLogger("masn").addHandler(handler)
     try:
-        codes = [
-            run_extraction(
-                messy, "folder", store, TINY_EXTRACTION, options, None, random_weights=True
-            )
-            for _ in range(2)
-        ]
+        codes = [run_extraction(settings) for _ in range(2)]
     finally:
         logging.getLogger("masn").removeHandler(handler)
     return codes, store, handler.lines
@@ -312,20 +312,3 @@ def test_cli_on_a_damaged_store_says_which_file_and_what_to_do(command, tmp_path
     (error,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert f"{store} is damaged or not an HDF5 file" in error.getMessage()
     assert "rerun `masn extract`" in error.getMessage()
-
-
-def test_settings_are_checked_when_built(monkeypatch):
-    with pytest.raises(InvalidInput, match="frame_size must be a whole number >= 32"):
-        ExtractionConfig(frame_size=8)
-    with pytest.raises(InvalidInput, match="fps must be a positive number"):
-        ExtractionConfig(fps=float("nan"))
-    with pytest.raises(InvalidInput, match="clip_length must be >= 8 for the nonlocal I3D"):
-        ExtractionConfig(clip_length=4)
-    with pytest.raises(InvalidInput, match="workers must be a whole number >= 0"):
-        RunOptions(workers=-1)
-    with pytest.raises(InvalidInput, match="unknown decoding backend 'opencv'"):
-        RunOptions(decoder="opencv")
-    for device in ("gpu", "tpu", "cuda:", "CUDA", "cuda:x", "mps"):
-        with pytest.raises(InvalidInput, match="use auto, cpu, cuda or cuda:N"):
-            RunOptions(device=device)
-    assert RunOptions(device="cuda:1", retry_failed=True).retry_failed

@@ -31,6 +31,7 @@ from masn.pipeline.answering.answer import (
     video_features,
 )
 from masn.pipeline.answering.figure import draw_answer
+from masn.pipeline.answering.settings import AnswerSettings
 from masn.pipeline.cli import main
 from masn.pipeline.examples.demo_sample import SAMPLE_DIR
 from masn.pipeline.qa.answer_set import AnswerSet
@@ -190,7 +191,15 @@ def test_feature_widths_must_match_the_model(folder, record, tmp_path):
         answer_record(load_predictor(narrow), record, QUESTION)
     # answer_video refuses it before extracting anything
     with pytest.raises(ValueError, match=r"width 64 / 64.*2048 / 2048"):
-        answer_video(VIDEO, QUESTION, narrow, tmp_path / "x.png", weights=None, random_weights=True)
+        answer_video(
+            AnswerSettings(
+                video=VIDEO,
+                question=QUESTION,
+                checkpoint=narrow,
+                out=tmp_path / "x.png",
+                random_weights=True,
+            )
+        )
     assert not (tmp_path / "x.png").exists()
 
 
@@ -218,15 +227,16 @@ def test_answer_video_draws_the_figure_and_returns_json(
     monkeypatch.setattr("masn.pipeline.answering.answer.extract_video", extracted)
     out = tmp_path / "figures" / "mc.png"
     result = answer_video(
-        VIDEO,
-        QUESTION,
-        checkpoints["multiple_choice"],
-        out,
-        weights=None,
-        random_weights=True,
-        device="cpu",
-        candidates=CANDIDATES,
-        extraction=COARSE,
+        AnswerSettings(
+            video=VIDEO,
+            question=QUESTION,
+            checkpoint=checkpoints["multiple_choice"],
+            out=out,
+            random_weights=True,
+            device="cpu",
+            candidates=tuple(CANDIDATES),
+            features=COARSE,
+        )
     )
     assert json.loads(json.dumps(result)) == result
     assert used["config"] == COARSE and used["device"] == torch.device("cpu")

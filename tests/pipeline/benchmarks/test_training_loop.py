@@ -6,14 +6,14 @@ import json
 
 import pytest
 
-from masn.pipeline.benchmarks.model_step import SHAPES
+from masn.pipeline.benchmarks.settings import SHAPES
 from masn.pipeline.benchmarks.training_loop import (
     RepeatedSteps,
     derive_annotations,
     run_train_bench,
     write_store,
 )
-from masn.pipeline.cli import build_parser
+from masn.pipeline.cli import parse
 from masn.pipeline.examples.planted import WORDS
 from masn.pipeline.qa.datasets import StepSampler
 
@@ -44,11 +44,11 @@ def test_one_store_serves_every_head(tmp_path, monkeypatch):
 
 
 def test_cli_passes_the_options():
-    args = build_parser().parse_args(
+    _, args, _ = parse(
         ["bench", "train", "--steps", "3", "--workers", "0", "--videos", "40", "--cold"]
     )
     assert (args.steps, args.warmup, args.workers, args.videos) == (3, None, 0, 40)
-    assert args.cases == ["frameqa", "action"] and args.cold
+    assert args.cases == ("frameqa", "action") and args.cold
 
 
 @pytest.mark.slow

@@ -17,11 +17,11 @@ import pytest
 import torch
 
 from masn.extract.store.reader import FeatureStore
-from masn.pipeline.cli import build_parser, main
+from masn.pipeline.cli import main, parse
+from masn.pipeline.examples.settings import SynergySettings, SynergyShape
 from masn.pipeline.examples.synergy import (
     ANSWERS,
     TYPES,
-    SynergyShape,
     alpha_lean,
     run_synergy,
     write_synergy,
@@ -104,7 +104,7 @@ def test_each_label_is_planted_in_its_own_stream_only(task):
 
 
 def test_cli_flags():
-    args = build_parser().parse_args(
+    _, args, _ = parse(
         [
             "synergy",
             "--out",
@@ -119,15 +119,15 @@ def test_cli_flags():
             "40",
         ]
     )
-    assert (args.out, args.seed, args.epochs, args.device, args.videos) == (
+    assert (args.out, args.seed, args.epochs, args.device, args.shape.videos) == (
         Path("x"),
         3,
         2,
         "cpu",
         40,
     )
-    defaults = build_parser().parse_args(["synergy"])
-    assert defaults.out is None and defaults.epochs is None and defaults.videos is None
+    _, defaults, _ = parse(["synergy"])
+    assert defaults == SynergySettings() and defaults.out is None
 
 
 def test_alpha_lean_compares_question_types():
@@ -141,7 +141,8 @@ def test_alpha_lean_compares_question_types():
 @pytest.mark.slow
 def test_cli_prints_json_then_the_table(tmp_path, capsys, one_thread):
     out = tmp_path / "synergy"
-    assert main(["synergy", "--out", str(out), "--videos", "40", "--epochs", "1"]) == 0
+    line = ["synergy", "--out", str(out), "--videos", "40", "--epochs", "1", "--device", "cpu"]
+    assert main(line) == 0
     printed = capsys.readouterr().out
     text, table = printed.split("\nmodel ", 1)
     result = json.loads(text)
@@ -149,7 +150,7 @@ def test_cli_prints_json_then_the_table(tmp_path, capsys, one_thread):
     assert set(result["accuracy"]) == {"appearance-only", "motion-only", "full MASN"}
     assert set(result["alpha"]) == set(TYPES) and result["test_questions_per_type"] == 12
     assert "full MASN mean alpha" in table and "lean" in table
-    assert main(["synergy", "--out", str(out), "--videos", "40", "--epochs", "1"]) == 2
+    assert main(line) == 2
 
 
 @pytest.mark.slow
@@ -166,7 +167,7 @@ def test_each_stream_answers_only_its_own_questions_and_alpha_leans_to_it(
       alpha[appearance-centred](appearance Qs) - alpha[appearance-centred](motion Qs) >= 0.1 and
       alpha[motion-centred](motion Qs) - alpha[motion-centred](appearance Qs) >= 0.1.
     """
-    result = run_synergy(tmp_path, seed)
+    result = run_synergy(SynergySettings(out=tmp_path, seed=seed, device="cpu"))
     accuracy = result["accuracy"]
     assert result["test_questions_per_type"] == 72
     single = {"appearance-only": "appearance", "motion-only": "motion"}

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from masn import settings
 from masn.errors import InvalidInput
 from masn.extract.store.official_transfer import export_official
 from masn.model import MASN, MASNConfig
@@ -22,7 +23,7 @@ from masn.pipeline.examples.planted import write_synthetic
 from masn.pipeline.training.checkpoint import load_checkpoint, load_predictor
 from masn.pipeline.training.distributed import Process
 from masn.pipeline.training.evaluate import loader, run_evaluate
-from masn.pipeline.training.settings import TrainSettings
+from masn.pipeline.training.settings import EvaluateSettings, TrainSettings
 from masn.pipeline.training.trainer import Diverged, Trainer, adam, train
 from tests.builders import child_env, masn_command
 
@@ -107,8 +108,10 @@ def test_evaluate_writes_metrics_predictions_and_the_answer_only_baseline(traine
     for head in HEADS:
         run = Path(trained[head]["run"])
         report = run_evaluate(
-            run / "best.pt", None, None, "test", tmp_path / head, torch.device("cpu")
+            EvaluateSettings(checkpoint=run / "best.pt", out=tmp_path / head, device="cpu")
         )
+        recorded = settings.load(EvaluateSettings, tmp_path / head / "config.yaml")
+        assert recorded.out == tmp_path / head and recorded.checkpoint == run / "best.pt"
         assert report["masn"] == trained[head]["test"]
         lines = [
             json.loads(x) for x in (tmp_path / head / "predictions.jsonl").read_text().splitlines()
@@ -289,6 +292,8 @@ def test_cli_train_and_evaluate(collections, tmp_path, capsys):
     assert code == 0
     report = json.loads(capsys.readouterr().out)
     assert report["task"] == "custom" and "mse" in report["test"]
+    recorded = settings.load(TrainSettings, out / "config.yaml")
+    assert (recorded.task, recorded.epochs, recorded.out) == ("custom", 1, out)
     assert (
         main(
             ["evaluate", "--checkpoint", str(out / "best.pt"), "--device", "cpu", "--workers", "0"]
@@ -425,11 +430,9 @@ def test_zero_frames_or_batch_size_is_an_error_never_the_default(tmp_path, caplo
         assert main(["train", "--task", "count", "--out", str(tmp_path / "run"), flag, "0"]) == 2
         assert f"{flag} must be at least 1" in caplog.text
     assert not (tmp_path / "run").exists()
-    for arguments, flag in (((0, 2), "--batch-size"), ((None, -1), "--workers")):
+    for arguments, flag in (({"batch_size": 0}, "--batch-size"), ({"workers": -1}, "--workers")):
         with pytest.raises(InvalidInput, match=f"^{flag} must be at least"):
-            run_evaluate(
-                tmp_path / "best.pt", None, None, "test", None, torch.device("cpu"), *arguments
-            )
+            run_evaluate(EvaluateSettings(checkpoint=tmp_path / "best.pt", **arguments))
 
 
 def _finite(path: Path) -> bool:
