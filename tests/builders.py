@@ -35,6 +35,8 @@ from tests.conftest import REPO
 
 if TYPE_CHECKING:
     import torch
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
     from masn.extract.networks.feature_networks import FeatureNetworks
     from masn.extract.run.runner import RunSummary
@@ -380,3 +382,35 @@ def masn_command(*args: str, processes: int = 1) -> list[str]:
         return [sys.executable, "-m", "masn", *args]
     launch = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
     return [sys.executable, *launch, "-m", "masn", *args]
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def read_png(path: Path) -> np.ndarray:
+    """The pixels of the figure at ``path``, checked: a PNG file, RGB(A), at least 600 x 300."""
+    import matplotlib.image
+
+    assert path.is_file()
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    image = matplotlib.image.imread(path)
+    assert image.ndim == 3 and image.shape[2] in (3, 4)
+    assert image.shape[0] >= 300 and image.shape[1] >= 600
+    return image
+
+
+def titled(figure: Figure, start: str) -> list[Axes]:
+    """The axes of ``figure`` whose title begins with ``start``, in drawing order."""
+    return [axis for axis in figure.axes if axis.get_title().startswith(start)]
+
+
+def texts(items: Iterable[Any]) -> list[str]:
+    """The strings of matplotlib texts (tick labels, annotations), in order."""
+    return [item.get_text() for item in items]
+
+
+def box_corners(axis: Axes) -> np.ndarray:
+    """(x1, y1, x2, y2) of each rectangle drawn on ``axis`` (the boxes on a frame), in order."""
+    return np.array(
+        [[*p.get_xy(), p.get_x() + p.get_width(), p.get_y() + p.get_height()] for p in axis.patches]
+    )

@@ -108,6 +108,12 @@ def shown_maps(view: AnswerView) -> list[tuple[str, np.ndarray, float | None]]:
 
 def draw_answer(view: AnswerView, out: str | Path) -> Path:
     """Draws ``view`` into the PNG ``out`` (parents created, replaced atomically); returns it."""
+    return _save_atomically(answer_figure(view), Path(out))
+
+
+def answer_figure(view: AnswerView) -> Figure:
+    """The figure of ``view``: the question, the note, the frames with their boxes, then the
+    attention maps, the alpha bars and the top answers (in this order in ``figure.axes``)."""
     maps = shown_maps(view)
     columns = _analysis_columns(maps)
     width = max(MIN_WIDTH, sum(columns.values()))
@@ -123,7 +129,7 @@ def draw_answer(view: AnswerView, out: str | Path) -> Path:
     if frames is not None:
         _draw_frames(rows.pop(0), view, frames)
     _draw_analysis(rows.pop(0), view, maps, columns)
-    return _save_atomically(figure, Path(out))
+    return figure
 
 
 def _analysis_columns(maps: list[tuple[str, np.ndarray, float | None]]) -> dict[str, float]:

@@ -8,16 +8,14 @@ frames) and shares it; the command line runs once end to end on a 1.5-s cut of t
 from __future__ import annotations
 
 import json
-from fractions import Fraction
 from pathlib import Path
 
-import av
-import matplotlib.image
 import numpy as np
 import pytest
 import torch
 
 from masn.extract.networks.feature_networks import FeatureNetworks
+from masn.extract.networks.vocab import attribute_names, object_names
 from masn.extract.settings import DetectorConfig, ExtractionConfig
 from masn.extract.store.schema import VideoRecord
 from masn.model import MASN, MASNConfig
@@ -30,7 +28,14 @@ from masn.pipeline.answering.answer import (
     frames_at,
     video_features,
 )
-from masn.pipeline.answering.figure import draw_answer
+from masn.pipeline.answering.figure import (
+    MAX_BOXES,
+    TITLES,
+    AnswerView,
+    answer_figure,
+    draw_answer,
+    word_block,
+)
 from masn.pipeline.answering.settings import AnswerSettings
 from masn.pipeline.cli import main
 from masn.pipeline.examples.demo_sample import SAMPLE_DIR
@@ -38,6 +43,7 @@ from masn.pipeline.qa.answer_set import AnswerSet
 from masn.pipeline.qa.tasks import task_spec
 from masn.pipeline.qa.text import Vocabulary, clean_tokens
 from masn.pipeline.training.checkpoint import Predictor, load_predictor, model_payload, save_atomic
+from tests.builders import box_corners, read_png, texts, titled, transcode
 
 VIDEO = SAMPLE_DIR / "videos" / "bigbuckbunny.mp4"
 DETECTOR = DetectorConfig(min_size=96, max_size=160, post_nms_top_n=12)
@@ -97,29 +103,6 @@ def record() -> VideoRecord:
     """The sample video's features, extracted once for the module."""
     networks = FeatureNetworks.random(COARSE)
     return extract_video(VIDEO, COARSE, networks, torch.device("cpu"))
-
-
-def cut(source: Path, target: Path, seconds: float) -> Path:
-    """The first ``seconds`` of ``source`` at half size, re-encoded (H.264, 25 fps)."""
-    with av.open(str(source)) as reader, av.open(str(target), "w") as writer:
-        video = reader.streams.video[0]
-        stream = writer.add_stream("libx264", rate=25)
-        stream.width, stream.height, stream.pix_fmt = video.width // 2, video.height // 2, "yuv420p"
-        for index, frame in enumerate(reader.decode(video)):
-            if frame.time >= seconds:
-                break
-            scaled = frame.reformat(width=stream.width, height=stream.height, format="yuv420p")
-            scaled.pts, scaled.time_base = index, Fraction(1, 25)
-            writer.mux(stream.encode(scaled))
-        writer.mux(stream.encode())
-    return target
-
-
-def read_png(path: Path) -> np.ndarray:
-    assert path.is_file() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    image = matplotlib.image.imread(path)
-    assert image.ndim == 3 and image.shape[0] >= 300 and image.shape[1] >= 600
-    return image
 
 
 def test_the_extracted_record_has_real_features_boxes_and_labels(record):
@@ -203,6 +186,18 @@ def test_feature_widths_must_match_the_model(folder, record, tmp_path):
     assert not (tmp_path / "x.png").exists()
 
 
+def capture_views(monkeypatch: pytest.MonkeyPatch) -> list[AnswerView]:
+    """The views `masn answer` draws from now on (drawn as usual)."""
+    views: list[AnswerView] = []
+
+    def drawn(view: AnswerView, out: Path) -> Path:
+        views.append(view)
+        return draw_answer(view, out)
+
+    monkeypatch.setattr("masn.pipeline.answering.answer.draw_answer", drawn)
+    return views
+
+
 def test_the_figure_shows_the_frames_the_model_read(predictors, record, tmp_path):
     answer = answer_record(predictors["open_ended"], record, QUESTION)
     frames = frames_at(record.path, record.frame_times[answer.chosen], COARSE.fps, "pyav")
@@ -212,6 +207,33 @@ def test_the_figure_shows_the_frames_the_model_read(predictors, record, tmp_path
     assert len(view.labels) == FRAMES and len(view.labels[0]) == 10
     assert all(" " in label for label in view.labels[0])  # "attribute object"
     read_png(draw_answer(view, tmp_path / "figure.png"))
+
+    objects, attributes = object_names(), attribute_names()
+    figure = answer_figure(view)
+    drawn = titled(figure, "frame ")
+    assert [axis.get_title() for axis in drawn] == [
+        f"frame {i}, t = {t:.2f} s" for i, t in enumerate(record.frame_times[:FRAMES])
+    ]
+    for index, axis in enumerate(drawn):
+        np.testing.assert_array_equal(axis.images[0].get_array(), frames[index])
+        np.testing.assert_allclose(box_corners(axis), record.boxes[index, :MAX_BOXES], rtol=1e-6)
+        pairs = zip(record.attribute_labels[index], record.object_labels[index], strict=True)
+        labels = [f"{attributes[a]} {objects[o]}" for a, o in pairs]
+        assert view.labels[index] == labels
+        shown = [text if len(text) <= 14 else text[:13] + "…" for text in labels[:MAX_BOXES]]
+        assert texts(axis.texts) == shown
+    ticks = [f"A:{word}" for word in answer.words] + [f"M:{word}" for word in answer.words]
+    for name in names:
+        (axis,) = titled(figure, TITLES[name])
+        block = word_block(answer.attention[name], len(answer.words), 20)
+        np.testing.assert_array_equal(axis.images[0].get_array(), block)
+        assert texts(axis.get_xticklabels()) == ticks == texts(axis.get_yticklabels())
+    (alpha,) = titled(figure, "α")
+    heights = [bar.get_height() for bar in alpha.patches]
+    assert heights == pytest.approx([answer.alpha[name] for name in names])
+    (top,) = titled(figure, "top-3 answers")
+    assert texts(top.get_yticklabels()) == [text for text, _ in answer.top]
+    assert [bar.get_width() for bar in top.patches] == [score for _, score in answer.top]
 
 
 def test_answer_video_draws_the_figure_and_returns_json(
@@ -225,6 +247,7 @@ def test_answer_video_draws_the_figure_and_returns_json(
         return record
 
     monkeypatch.setattr("masn.pipeline.answering.answer.extract_video", extracted)
+    views = capture_views(monkeypatch)
     out = tmp_path / "figures" / "mc.png"
     result = answer_video(
         AnswerSettings(
@@ -248,13 +271,23 @@ def test_answer_video_draws_the_figure_and_returns_json(
     assert sum(result["alpha"].values()) == pytest.approx(1.0, abs=1e-4)
     read_png(out)
     assert RANDOM_NOTE.startswith("RANDOM WEIGHTS")
+    (view,) = views
+    assert view.note == RANDOM_NOTE and view.question == QUESTION
+    assert view.words == clean_tokens(f"{QUESTION} {result['answer']}")
+    assert [[text, score] for text, score in view.top] == result["top"]
+    assert list(view.alpha) == pytest.approx(list(result["alpha"].values()), abs=1e-6)
+    expected = frames_at(VIDEO, record.frame_times[:FRAMES], COARSE.fps, "pyav")
+    np.testing.assert_array_equal(view.frames, expected)
+    np.testing.assert_array_equal(view.boxes, record.boxes[:FRAMES])
 
 
 @pytest.mark.slow
 def test_cli_extracts_answers_prints_json_and_draws(checkpoints, tmp_path, capsys, monkeypatch):
     """End to end on a 1.5-s cut of the video (3 sampled frames), figure in the current folder."""
-    clip = cut(VIDEO, tmp_path / "clip.mp4", 1.5)
+    clip = tmp_path / "clip.mp4"
+    transcode(VIDEO, clip, "libx264", 1.5, width=640)  # half size
     monkeypatch.chdir(tmp_path)
+    views = capture_views(monkeypatch)
     command = ["answer", str(clip), QUESTION, "--checkpoint", str(checkpoints["open_ended"])]
     assert main([*command, "--random-weights", "--device", "cpu", *SMALL_FLAGS]) == 0
     result = json.loads(capsys.readouterr().out)
@@ -263,6 +296,10 @@ def test_cli_extracts_answers_prints_json_and_draws(checkpoints, tmp_path, capsy
     assert (result["sampled_frames"], result["frames_used"]) == (3, FRAMES)
     assert Path(result["figure"]) == tmp_path / "clip.answer.png"
     read_png(tmp_path / "clip.answer.png")
+    (view,) = views
+    assert view.question == QUESTION and view.words == clean_tokens(QUESTION)
+    assert [[text, score] for text, score in view.top] == result["top"]
+    assert view.frames.shape == (FRAMES, 360, 640, 3) and len(view.labels) == FRAMES
 
 
 def test_cli_setup_errors_exit_2_with_a_message(checkpoints, tmp_path, caplog, monkeypatch):

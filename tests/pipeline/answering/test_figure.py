@@ -1,21 +1,25 @@
-"""The `masn answer` figure: attention blocks, layout variants and atomic writing."""
+"""The `masn answer` figure: attention blocks, what each panel shows (titles, word ticks, images,
+bars, boxes and labels), layout variants and atomic writing."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import matplotlib.image
 import numpy as np
 import pytest
 import torch
+from matplotlib.figure import Figure
 
 from masn.pipeline.answering.figure import (
+    MAX_BOXES,
+    NO_FUSION,
+    TITLES,
     AnswerView,
+    answer_figure,
     draw_answer,
     pick_frames,
     shown_maps,
     word_block,
 )
+from tests.builders import box_corners, read_png, texts, titled
 
 WIDTH = 20  # token width L
 WORDS = ["what", "is", "the", "man", "doing", "on", "stage"]
@@ -52,13 +56,31 @@ def make_view(seed: int = 0, **changes) -> AnswerView:
     return AnswerView(**values)
 
 
-def read_png(path: Path) -> np.ndarray:
-    assert path.is_file()
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    image = matplotlib.image.imread(path)
-    assert image.ndim == 3 and image.shape[2] in (3, 4)
-    assert image.shape[0] >= 300 and image.shape[1] >= 600
-    return image
+def panels(figure: Figure) -> list[str]:
+    """The kind of each axis of an answer figure, in drawing order, told by its title."""
+    kinds = []
+    for axis in figure.axes:
+        title = axis.get_title()
+        if title.startswith("frame "):
+            kinds.append("frame")
+        elif title.split("\n")[0] in TITLES.values():
+            kinds.append("map")
+        elif title.startswith("α"):
+            kinds.append("alpha")
+        elif title.endswith("answers"):
+            kinds.append("answers")
+        elif axis.get_ylabel() == "attention weight":
+            kinds.append("colour bar")
+        else:
+            kinds.append(texts(axis.texts)[0])
+    return kinds
+
+
+def word_ticks(words: list[str]) -> list[str]:
+    return [f"A:{word}" for word in words] + [f"M:{word}" for word in words]
+
+
+FULL = ["frame"] * 6 + ["map"] * 3 + ["colour bar", "alpha", "answers"]
 
 
 # --- the pure helpers --------------------------------------------------------------------------
@@ -114,6 +136,83 @@ def test_pick_frames_spreads_at_most_eight_evenly(count, expected):
     assert pick_frames(count).tolist() == expected
 
 
+# --- what the figure shows --------------------------------------------------------------------
+
+
+def test_the_figure_shows_question_note_frames_maps_alpha_and_answers():
+    view = make_view()
+    figure = answer_figure(view)
+    assert figure.get_suptitle() == view.question
+    assert texts(figure.subfigs[0].texts) == [view.note]
+    alpha = [f"\nα = {weight:.3f}" for weight in view.alpha]
+    assert [axis.get_title() for axis in figure.axes] == [
+        *(f"frame {i}, t = {i / 6:.2f} s" for i in range(6)),
+        "appearance-centred" + alpha[0],
+        "motion-centred" + alpha[1],
+        "all-mixed" + alpha[2],
+        "",  # the colour bar of the maps
+        "α (question-guided)",
+        "top-5 answers",
+    ]
+    assert panels(figure) == FULL
+
+
+def test_the_maps_are_the_real_word_blocks_with_the_question_words_as_ticks():
+    view = make_view()
+    figure = answer_figure(view)
+    blocks = {name: word_block(view.attention[name], len(WORDS), WIDTH) for name in NAMES}
+    vmax = max(float(block.max()) for block in blocks.values())
+    colours = ["tab:blue"] * len(WORDS) + ["tab:orange"] * len(WORDS)
+    for name in NAMES:
+        (axis,) = titled(figure, TITLES[name])
+        (image,) = axis.images
+        np.testing.assert_array_equal(image.get_array(), blocks[name])
+        assert image.get_clim() == (0.0, vmax)
+        for ticks in (axis.get_xticklabels(), axis.get_yticklabels()):
+            assert texts(ticks) == word_ticks(WORDS)
+            assert [tick.get_color() for tick in ticks] == colours
+
+
+def test_the_alpha_bars_are_the_alpha_values():
+    view = make_view()
+    (axis,) = titled(answer_figure(view), "α")
+    assert [bar.get_height() for bar in axis.patches] == pytest.approx(list(view.alpha))
+    assert texts(axis.get_xticklabels()) == ["app.", "mot.", "all"]
+    assert texts(axis.texts) == [f"{weight:.2f}" for weight in view.alpha]
+
+
+def test_the_top_answers_are_bars_of_their_scores_best_on_top():
+    (axis,) = titled(answer_figure(make_view()), "top-5 answers")
+    assert texts(axis.get_yticklabels()) == [text for text, _ in TOP]
+    assert [bar.get_width() for bar in axis.patches] == pytest.approx([s for _, s in TOP])
+    assert [bar.get_y() for bar in axis.patches] == pytest.approx([i - 0.4 for i in range(5)])
+    assert axis.yaxis_inverted()
+    assert texts(axis.texts) == [f"{score:.3f}" for _, score in TOP]
+
+
+def test_the_frames_are_drawn_with_their_first_boxes_and_labels():
+    view = make_view()
+    frames = titled(answer_figure(view), "frame ")
+    assert len(frames) == len(view.frames)
+    for index, axis in enumerate(frames):
+        (image,) = axis.images
+        np.testing.assert_array_equal(image.get_array(), view.frames[index])
+        np.testing.assert_allclose(box_corners(axis), view.boxes[index, :MAX_BOXES])
+        assert texts(axis.texts) == view.labels[index][:MAX_BOXES]
+
+
+def test_empty_boxes_are_skipped_and_long_labels_shortened():
+    view = make_view()
+    boxes = view.boxes.copy()
+    boxes[:, 1] = 0.0  # a padding box among the first ones
+    labels = [["weathered wooden bench", *row[1:]] for row in view.labels]
+    frames = titled(answer_figure(make_view(boxes=boxes, labels=labels)), "frame ")
+    for index, axis in enumerate(frames):
+        kept = [0, *range(2, MAX_BOXES)]
+        np.testing.assert_allclose(box_corners(axis), boxes[index, kept])
+        assert texts(axis.texts) == ["weathered woo…", *(labels[index][k] for k in kept[1:])]
+
+
 # --- drawing -----------------------------------------------------------------------------------
 
 
@@ -124,19 +223,44 @@ def test_draws_a_png_into_new_folders(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "changes",
+    ("changes", "kinds"),
     [
-        {"frames": None, "boxes": None, "frame_times": None, "labels": None},
-        {"attention": {}, "alpha": None, "attention_names": ()},
-        {"note": "", "labels": None, "frame_times": None},
-        {"boxes": None},
-        {"top": []},
-        {"top": [("3", 2.7)]},  # a count answer: one unbounded score
+        ({"frames": None, "boxes": None, "frame_times": None, "labels": None}, FULL[6:]),
+        (
+            {"attention": {}, "alpha": None, "attention_names": ()},
+            [*FULL[:6], NO_FUSION, "answers"],
+        ),
+        ({"note": "", "labels": None, "frame_times": None}, FULL),
+        ({"boxes": None}, FULL),
+        ({"top": []}, FULL),
+        ({"top": [("3", 2.7)]}, FULL),  # a count answer: one unbounded score
     ],
     ids=["no-frames", "no-attention", "no-note", "no-boxes", "no-answers", "count"],
 )
-def test_variants_draw(tmp_path, changes):
-    read_png(draw_answer(make_view(**changes), tmp_path / "answer.png"))
+def test_variants_draw(tmp_path, changes, kinds):
+    view = make_view(**changes)
+    read_png(draw_answer(view, tmp_path / "answer.png"))
+    figure = answer_figure(view)
+    assert panels(figure) == kinds
+    frames = titled(figure, "frame ")
+    if view.note:
+        assert texts(figure.subfigs[0].texts) == [view.note]
+    else:
+        assert all(not panel.texts for panel in figure.subfigs)
+    if view.frames is None:
+        assert not frames
+    elif view.frame_times is None:
+        assert [axis.get_title() for axis in frames] == [f"frame {i}" for i in range(6)]
+    if view.boxes is None:
+        assert all(not axis.patches and not axis.texts for axis in frames)
+    elif view.labels is None:
+        assert all(len(axis.patches) == MAX_BOXES and not axis.texts for axis in frames)
+    (answers,) = titled(figure, "top-") or titled(figure, "answers")
+    assert [bar.get_width() for bar in answers.patches] == [score for _, score in view.top]
+    if view.top:
+        assert texts(answers.get_yticklabels()) == [text for text, _ in view.top]
+    else:
+        assert answers.get_title() == "answers" and texts(answers.texts) == ["no answers"]
 
 
 def test_one_frame_draws(tmp_path):
@@ -148,6 +272,11 @@ def test_one_frame_draws(tmp_path):
         labels=view.labels[:1],
     )
     read_png(draw_answer(one, tmp_path / "answer.png"))
+    figure = answer_figure(one)
+    assert panels(figure) == FULL[5:]
+    (frame,) = titled(figure, "frame ")
+    assert frame.get_title() == "frame 0, t = 0.00 s"
+    np.testing.assert_array_equal(frame.images[0].get_array(), view.frames[0])
 
 
 def test_many_frames_and_a_long_question_draw(tmp_path):
@@ -163,6 +292,17 @@ def test_many_frames_and_a_long_question_draw(tmp_path):
         labels=None,
     )
     read_png(draw_answer(view, tmp_path / "answer.png"))
+    figure = answer_figure(view)
+    picked = pick_frames(35)
+    drawn = titled(figure, "frame ")
+    assert [axis.get_title() for axis in drawn] == [f"frame {i}, t = {i / 6:.2f} s" for i in picked]
+    for index, axis in zip(picked, drawn, strict=True):
+        np.testing.assert_array_equal(axis.images[0].get_array(), frames[index])
+        np.testing.assert_allclose(box_corners(axis), view.boxes[index])
+    for name in NAMES:
+        (axis,) = titled(figure, TITLES[name])
+        assert texts(axis.get_xticklabels()) == word_ticks(words)
+        assert axis.images[0].get_array().shape == (2 * WIDTH, 2 * WIDTH)
 
 
 def test_an_existing_figure_is_replaced_atomically(tmp_path):
@@ -232,3 +372,14 @@ def test_draws_a_real_masn_output(tmp_path, fusion):
         # each real word's row is a distribution over the real words it may attend to
         np.testing.assert_allclose(block.sum(axis=1), 1.0, atol=1e-5)
     read_png(draw_answer(view, tmp_path / "answer.png"))
+    figure = answer_figure(view)
+    kinds = ["map"] * len(names) + ["colour bar"] * bool(names) + ["alpha"] * bool(names)
+    assert panels(figure) == FULL[:6] + (kinds or [NO_FUSION]) + ["answers"]
+    for name, block, weight in maps:
+        (axis,) = titled(figure, TITLES[name])
+        np.testing.assert_array_equal(axis.images[0].get_array(), block)
+        assert axis.get_title() == f"{TITLES[name]}\nα = {weight:.3f}"
+    if names:
+        (axis,) = titled(figure, "α")
+        heights = [bar.get_height() for bar in axis.patches]
+        assert heights == pytest.approx(out.alpha[0].tolist())
