@@ -42,8 +42,8 @@ def check_decoder(backend: str) -> None:
         raise InvalidInput(f"unknown decoding backend {backend!r}: choose one of {choices}")
     if backend == "decord" and not _installed("decord"):
         raise InvalidInput(
-            "the decord backend is not installed: pip install decord==0.6.0 (the masn[decord] "
-            "extra), or use the default backend pyav"
+            "the decord backend is not installed: pip install 'masn[decord]' (or pip install "
+            "decord==0.6.0), or use the default backend pyav"
         )
 
 
@@ -126,6 +126,11 @@ class ExtractionConfig(Checked):
 
     def check(self) -> None:
         super().check()
+        if self.i3d == "pytorchvideo" and not _installed("pytorchvideo"):
+            raise InvalidInput(
+                "--i3d pytorchvideo needs pytorchvideo: pip install 'masn[pytorchvideo]', "
+                "or use --i3d nonlocal (the paper's)"
+            )
         if not (isinstance(self.fps, (int, float)) and math.isfinite(self.fps) and self.fps > 0):
             raise InvalidInput(f"fps must be a positive number, got {self.fps!r}")
         for name in ("sample_every", "clip_length"):

@@ -48,3 +48,12 @@ def test_the_settings_import_no_torch_opencv_or_pyav():
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert result.stdout.strip() == "[]", result.stderr
+
+
+def test_optional_backends_name_their_extra_when_missing(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pytorchvideo", None)
+    monkeypatch.setitem(sys.modules, "decord", None)
+    with pytest.raises(InvalidInput, match=r"pip install 'masn\[pytorchvideo\]'"):
+        ExtractionConfig(i3d="pytorchvideo")
+    with pytest.raises(InvalidInput, match=r"pip install 'masn\[decord\]'"):
+        RunOptions(decoder="decord")

@@ -89,7 +89,7 @@ def pytorchvideo_i3d() -> nn.Module:
         from pytorchvideo.models.hub.resnet import i3d_r50
     except ImportError as error:
         raise ImportError(
-            "the pytorchvideo I3D needs `pip install pytorchvideo==0.1.5` (or use --i3d nonlocal)"
+            "the pytorchvideo I3D needs pip install 'masn[pytorchvideo]' (or use --i3d nonlocal)"
         ) from error
     network = i3d_r50(pretrained=False)
     network.blocks = network.blocks[:-1]  # drop the classification head

@@ -224,7 +224,8 @@ def _import_decord():
         import decord
     except ImportError as error:
         raise ImportError(
-            "the decord backend needs decord: pip install decord==0.6.0, "
+            "the decord backend needs decord: pip install 'masn[decord]' (or pip install "
+            "decord==0.6.0), "
             "or use the default backend 'pyav'"
         ) from error
     return decord
