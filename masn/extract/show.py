@@ -7,8 +7,10 @@ import logging
 import math
 from pathlib import Path
 
-import matplotlib.pyplot as plt
+import matplotlib
 import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 from masn.errors import InvalidInput, MissingInput, UnknownName
 from masn.extract.networks.vocab import attribute_names, object_names
@@ -56,12 +58,13 @@ def frames_at(path: str | Path, times: np.ndarray, fps: float, decoder: str) -> 
     return np.stack(kept)
 
 
-def draw(record: VideoRecord, frames: np.ndarray, out: Path, columns: int = 4) -> Path:
+def show_figure(record: VideoRecord, frames: np.ndarray, columns: int = 4) -> Figure:
     """A grid of the sampled frames with every box, labelled ``attribute object (score)``."""
     objects, attributes = object_names(), attribute_names()
     rows = math.ceil(len(frames) / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3.2 * rows), squeeze=False)
-    colours = plt.get_cmap("tab10")
+    figure = Figure(figsize=(4 * columns, 3.2 * rows))
+    axes = figure.subplots(rows, columns, squeeze=False)
+    colours = matplotlib.colormaps["tab10"]
     for index, axis in enumerate(axes.flat):
         axis.axis("off")
         if index >= len(frames):
@@ -70,9 +73,7 @@ def draw(record: VideoRecord, frames: np.ndarray, out: Path, columns: int = 4) -
         axis.set_title(f"t = {record.frame_times[index]:.2f} s", fontsize=9)
         for n, (x1, y1, x2, y2) in enumerate(record.boxes[index]):
             colour = colours(n % 10)
-            axis.add_patch(
-                plt.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color=colour, lw=1.5)
-            )
+            axis.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color=colour, lw=1.5))
             label = objects[record.object_labels[index, n]]
             attribute = attributes[record.attribute_labels[index, n]]
             score = record.object_scores[index, n]
@@ -87,9 +88,13 @@ def draw(record: VideoRecord, frames: np.ndarray, out: Path, columns: int = 4) -
             )
     figure.suptitle(f"{record.key}: {len(frames)} sampled frames", fontsize=11)
     figure.tight_layout()
+    return figure
+
+
+def draw(record: VideoRecord, frames: np.ndarray, out: Path, columns: int = 4) -> Path:
+    """Writes :func:`show_figure` into the PNG ``out`` (parent folders created)."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out, dpi=110)
-    plt.close(figure)
+    show_figure(record, frames, columns).savefig(out, dpi=110)
     return out
 
 

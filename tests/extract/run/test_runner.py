@@ -18,11 +18,13 @@ import numpy as np
 import pytest
 import torch
 
+import masn.extract.show
 from masn.errors import InvalidInput
 from masn.extract.networks.feature_networks import FeatureNetworks
+from masn.extract.networks.vocab import attribute_names, object_names
 from masn.extract.run.runner import extract_features
 from masn.extract.settings import ExtractionConfig, RunOptions
-from masn.extract.show import show
+from masn.extract.show import show, show_figure
 from masn.extract.store.parts import PartWriter
 from masn.extract.store.reader import FeatureStore
 from masn.extract.store.schema import FIELDS
@@ -35,10 +37,13 @@ from masn.runtime import autocast
 from tests.builders import (
     SMALL_EXTRACTION,
     assert_same_stores,
+    box_corners,
     bright,
     extract_with_stand_ins,
     failure_entries,
+    read_png,
     stand_in_videos,
+    texts,
     transcode,
     vfr_stamps,
     write_audio,
@@ -167,12 +172,41 @@ def test_rerun_skips_stored_videos_and_retries_failed_ones(run, collection, netw
     assert again.ok
 
 
-def test_show_draws_the_sampled_frames(run, tmp_path):
+def test_show_draws_the_sampled_frames(run, tmp_path, monkeypatch):
+    """The saved figure: one panel per sampled frame (the decoded frame at its time) with every
+    box at its pixels, labelled "attribute object (score)"."""
+    figures = []
+    monkeypatch.setattr(
+        masn.extract.show,
+        "show_figure",
+        lambda *args: figures.append(show_figure(*args)) or figures[-1],
+    )
     picture = show("cityCC0.mpg", run.store, tmp_path / "city.png")
     assert picture.stat().st_size > 10_000
-    import matplotlib.image
+    read_png(picture)
 
-    assert matplotlib.image.imread(picture).shape[2] in (3, 4)
+    (figure,) = figures
+    with FeatureStore(run.store) as store:
+        record = store.read("cityCC0.mpg")
+    sampled = decode_video(record.path).frames[:: SMALL_EXTRACTION.sample_every]
+    assert len(sampled) == len(record.frame_times) > 4  # more than one row of panels
+    assert figure.get_suptitle() == f"cityCC0.mpg: {len(sampled)} sampled frames"
+    assert len(figure.axes) == 4 * math.ceil(len(sampled) / 4)
+    drawn = [axis for axis in figure.axes if axis.images]
+    assert [axis.get_title() for axis in drawn] == [f"t = {t:.2f} s" for t in record.frame_times]
+    objects, attributes = object_names(), attribute_names()
+    for index, axis in enumerate(drawn):
+        np.testing.assert_array_equal(axis.images[0].get_array(), sampled[index])
+        np.testing.assert_allclose(box_corners(axis), record.boxes[index], rtol=1e-6)
+        labels = zip(
+            record.object_labels[index],
+            record.attribute_labels[index],
+            record.object_scores[index],
+            strict=True,
+        )
+        assert texts(axis.texts) == [
+            f"{attributes[a]} {objects[o]} ({score:.2f})" for o, a, score in labels
+        ]
 
 
 def test_motion_of_a_whole_frame_box_is_the_global_motion(networks):
