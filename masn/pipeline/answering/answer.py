@@ -36,14 +36,14 @@ from masn.extract.video.sources import VideoSource
 from masn.model import MASNConfig, VideoFeatures
 from masn.pipeline.answering.figure import AnswerView, draw_answer
 from masn.pipeline.answering.settings import AnswerSettings
-from masn.pipeline.qa.datasets import pad_video
+from masn.pipeline.qa.datasets import candidate_texts, encode_question, pad_video
 from masn.pipeline.qa.text import tokeniser
 from masn.pipeline.training.checkpoint import Predictor, load_predictor
+from masn.pipeline.training.evaluate import top_answers
 from masn.runtime import resolve_device
 
 log = logging.getLogger(__name__)
 
-TOP = 5  # answers reported
 DIGITS = 6  # decimals of the scores in the result
 # Widths of what extraction writes: ResNet-152 and I3D R50 both pool 2048 channels.
 EXTRACTED_WIDTHS = {"appearance": 2048, "motion": 2048}
@@ -181,38 +181,33 @@ def answer_record(
             predictor.sampling,
         )
     tokenise = tokeniser(predictor.tokenizer)
-    multiple_choice = predictor.spec.head == "multiple_choice"
-    texts = [f"{question.strip()} {c.strip()}" for c in candidates] if multiple_choice else []
-    tokens = [tokenise(text) for text in texts or [question]]
-    encoded = [predictor.vocabulary.encode(words) for words in tokens]
-    ids = torch.from_numpy(np.stack([row for row, _ in encoded]))
-    lengths = torch.tensor([n for _, n in encoded], dtype=torch.int64)
-    if not multiple_choice:
-        ids, lengths = ids[0], lengths[0]
+    head = predictor.spec.head
+    multiple_choice = head == "multiple_choice"
+    choices = list(candidates or ()) if multiple_choice else []
+    ids, lengths = encode_question(question, choices, predictor.vocabulary, tokenise)
     model = predictor.model.to(device).eval()
     with torch.inference_mode():
-        out = model(video.to(device, torch.float32), ids[None], lengths[None], True)
+        out = model(
+            video.to(device, torch.float32),
+            torch.from_numpy(ids)[None],
+            torch.from_numpy(lengths)[None],
+            True,
+        )
     output = out.output[0].float().cpu()
     raw = None
-    if predictor.spec.head == "count":
+    if head == "count":
         raw = float(output)
         answer: str | int = int(model.predict(out.output.float())[0])
         top: list[tuple[str | int, float]] = [(answer, round(raw, DIGITS))]
         pick = 0
     else:
-        if multiple_choice:
-            choices = list(candidates or ())
-        elif predictor.answers is not None:
+        if not multiple_choice:
+            if predictor.answers is None:
+                raise InvalidInput("the checkpoint has an open-ended head but no answer classes")
             choices = list(predictor.answers.answers)
-        else:
-            raise InvalidInput("the checkpoint has an open-ended head but no answer classes")
-        scores = output if multiple_choice else output.softmax(-1)
-        best = scores.topk(min(TOP, len(choices)))
-        top = [
-            (choices[i], round(float(s), DIGITS))
-            for s, i in zip(best.values, best.indices.tolist(), strict=True)
-        ]
-        pick = int(best.indices[0])
+        best = top_answers(output, head)
+        top = [(choices[i], round(score, DIGITS)) for i, score in best]
+        pick = best[0][0]
         answer = choices[pick]
     row = pick if multiple_choice else 0
 
@@ -223,7 +218,8 @@ def answer_record(
     alpha = None if out.alpha is None else mine(out.alpha).tolist()
     attention = {name: mine(value).numpy() for name, value in out.attention.items()}
     names = model.config.fusion_attentions
-    words = tokens[row][: int(encoded[row][1])] or ["UNK"]
+    text = candidate_texts(question, choices)[row] if multiple_choice else question
+    words = tokenise(text)[: int(lengths.reshape(-1)[row])] or ["UNK"]
     unknown = tuple(
         dict.fromkeys(w for w in tokenise(question) if w not in predictor.vocabulary.words)
     )

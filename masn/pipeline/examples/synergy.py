@@ -35,12 +35,11 @@ from masn.errors import InvalidInput
 from masn.extract.store.writer import StoreWriter
 from masn.pipeline.examples.planted import planted_video, unit_directions
 from masn.pipeline.examples.settings import SynergySettings, SynergyShape
-from masn.pipeline.qa.datasets import QADataset, attach_features, encode_questions
+from masn.pipeline.qa.datasets import QADataset
+from masn.pipeline.qa.loading import Loading, evaluation_batches, loader
 from masn.pipeline.qa.prepare import open_source
 from masn.pipeline.qa.tasks import load_splits
-from masn.pipeline.qa.text import tokeniser
 from masn.pipeline.training.checkpoint import load_predictor
-from masn.pipeline.training.evaluate import Loading, loader
 from masn.pipeline.training.settings import TrainSettings
 from masn.pipeline.training.trainer import train
 from masn.settings import to_dict
@@ -116,13 +115,10 @@ def mean_alpha(
         raise InvalidInput(f"{checkpoint} has no fusion module, hence no alpha")
     rows = load_splits(spec, annotations, 0)["test"]
     source = open_source(spec, store)
-    questions = encode_questions(
-        rows, spec, predictor.vocabulary, tokeniser(predictor.tokenizer), predictor.answers
-    )
-    questions = attach_features(questions, source, "test")
+    questions = predictor.questions(rows, source, "test")
     dataset = QADataset(questions, source, predictor.frames, predictor.sampling)
     loading = Loading(predictor.frames, predictor.sampling, 64, 0)
-    batches = [list(range(i, min(i + 64, len(dataset)))) for i in range(0, len(dataset), 64)]
+    batches = evaluation_batches(len(dataset), loading.batch_size)
     sums = torch.zeros(len(spec.qtypes), len(names), dtype=torch.float64)
     counts = torch.zeros(len(spec.qtypes), dtype=torch.float64)
     for batch in loader(dataset, batches, loading, torch.device(device)):

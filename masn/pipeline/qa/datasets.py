@@ -9,14 +9,14 @@ the way into pinned batches, halving host traffic; the model casts them on the d
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Protocol
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset
 
 from masn.errors import InvalidInput, UnknownName
 from masn.extract.store.schema import VideoRecord
@@ -99,17 +99,10 @@ def encode_questions(
         _check_candidate_counts(rows)
     tokens, lengths, targets = [], [], []
     for row in rows:
-        if multiple_choice:
-            encoded = [
-                vocabulary.encode(tokenise(f"{row.question.strip()} {c.strip()}"))
-                for c in row.candidates
-            ]
-            tokens.append(np.stack([ids for ids, _ in encoded]))
-            lengths.append([length for _, length in encoded])
-        else:
-            ids, length = vocabulary.encode(tokenise(row.question))
-            tokens.append(ids)
-            lengths.append(length)
+        candidates = row.candidates if multiple_choice else ()
+        ids, length = encode_question(row.question, candidates, vocabulary, tokenise)
+        tokens.append(ids)
+        lengths.append(length)
         targets.append(_target(row, spec, answers, policy))
     qtype_index = {name: i for i, name in enumerate(spec.qtypes)}
     qtypes = [qtype_index.get(row.qtype, 0) for row in rows]
@@ -134,6 +127,25 @@ def encode_questions(
             )
             questions = questions.subset(known)
     return questions
+
+
+def candidate_texts(question: str, candidates: Sequence[str]) -> list[str]:
+    """What the model reads for each multiple-choice candidate: the question, then the
+    candidate."""
+    return [f"{question.strip()} {candidate.strip()}" for candidate in candidates]
+
+
+def encode_question(
+    question: str, candidates: Sequence[str], vocabulary: Vocabulary, tokenise: Tokeniser
+) -> tuple[np.ndarray, np.ndarray]:
+    """Token ids and lengths of one question: (S,) and () without candidates; with
+    multiple-choice ``candidates``, (C, S) and (C,), one row per :func:`candidate_texts`."""
+    if not candidates:
+        ids, length = vocabulary.encode(tokenise(question))
+        return ids, np.asarray(length, dtype=np.int64)
+    encoded = [vocabulary.encode(tokenise(text)) for text in candidate_texts(question, candidates)]
+    lengths = np.asarray([length for _, length in encoded], dtype=np.int64)
+    return np.stack([ids for ids, _ in encoded]), lengths
 
 
 def _check_candidate_counts(rows: list[QARow]) -> None:
@@ -301,46 +313,3 @@ class Collate:
             torch.from_numpy(q.qtypes[index]),
             torch.from_numpy(index),
         )
-
-
-class StepSampler(Sampler[list[int]]):
-    """Training batches of question indices, identical for any number of processes.
-
-    Each step takes the next ``batch_size`` questions of an order fixed by (seed, epoch) and
-    gives rank r every world-th of them, so W processes together see exactly the batches of
-    one process. A last batch too small to give every rank a question is dropped. ``start``
-    skips the steps already done (resuming inside an epoch).
-    """
-
-    def __init__(self, size: int, batch_size: int, seed: int = 0, rank: int = 0, world: int = 1):
-        if batch_size < world:
-            raise InvalidInput(f"batch size {batch_size} is smaller than the {world} processes")
-        self.size, self.batch_size, self.seed = size, batch_size, seed
-        self.rank, self.world = rank, world
-        self.epoch = self.start = 0
-
-    def set_epoch(self, epoch: int, start: int = 0) -> None:
-        self.epoch, self.start = epoch, start
-
-    def steps(self) -> int:
-        """Steps per epoch (the same on every rank)."""
-        full, rest = divmod(self.size, self.batch_size)
-        return full + int(rest >= self.world)
-
-    def __len__(self) -> int:
-        return max(0, self.steps() - self.start)
-
-    def __iter__(self) -> Iterator[list[int]]:
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        order = torch.randperm(self.size, generator=generator).tolist()
-        for step in range(self.start, self.steps()):
-            batch = order[step * self.batch_size : (step + 1) * self.batch_size]
-            yield batch[self.rank :: self.world]
-
-
-def evaluation_batches(
-    size: int, batch_size: int, rank: int = 0, world: int = 1
-) -> list[list[int]]:
-    """This rank's share of an evaluation split (every world-th question), in batches."""
-    mine = list(range(rank, size, world))
-    return [mine[i : i + batch_size] for i in range(0, len(mine), batch_size)]

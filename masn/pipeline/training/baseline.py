@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from masn.model import MASN
 from masn.pipeline.qa.annotations import QARow
 from masn.pipeline.qa.datasets import Questions
 from masn.pipeline.qa.text import Tokeniser, Vocabulary
@@ -52,16 +53,18 @@ def candidate_tokens(rows: list[QARow], vocabulary: Vocabulary, tokenise: Tokeni
 
 
 def answer_only_baseline(
+    masn: MASN,
     train: list[QARow],
     test: Questions,
     vocabulary: Vocabulary,
     tokenise: Tokeniser,
-    word_vectors: Tensor,
     seed: int,
     epochs: int = 10,
     batch_size: int = 256,
 ) -> dict[str, Any]:
-    """Trains on ``train`` rows, returns accuracy on the ``test`` questions (and chance level)."""
+    """Trains on ``train`` rows from ``masn``'s word vectors, returns accuracy on the ``test``
+    questions (and chance level)."""
+    word_vectors = masn.question.embedding.weight.detach().cpu()
     generator = torch.Generator().manual_seed(seed)
     torch_state = torch.get_rng_state()
     torch.manual_seed(seed)

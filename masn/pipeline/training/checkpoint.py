@@ -19,9 +19,11 @@ import torch
 
 from masn.errors import InvalidInput, MissingInput
 from masn.model import MASN, MASNConfig
-from masn.pipeline.qa.answer_set import AnswerSet
+from masn.pipeline.qa.annotations import QARow
+from masn.pipeline.qa.answer_set import AnswerSet, OutOfSet
+from masn.pipeline.qa.datasets import FeatureSource, Questions, attach_features, encode_questions
 from masn.pipeline.qa.tasks import TaskSpec, task_spec
-from masn.pipeline.qa.text import Vocabulary
+from masn.pipeline.qa.text import Vocabulary, tokeniser
 
 FORMAT = "masn-checkpoint"
 VERSION = 1
@@ -75,6 +77,15 @@ class Predictor:
     frames: int
     sampling: str
     info: dict[str, Any]
+
+    def questions(
+        self, rows: list[QARow], source: FeatureSource, split: str, policy: OutOfSet = "wrong"
+    ) -> Questions:
+        """``rows`` as this model reads them (its vocabulary, tokeniser and answer classes), each
+        pointed at its video in ``source``; questions without features are left out (logged)."""
+        tokenise = tokeniser(self.tokenizer)
+        encoded = encode_questions(rows, self.spec, self.vocabulary, tokenise, self.answers, policy)
+        return attach_features(encoded, source, split)
 
 
 def model_payload(

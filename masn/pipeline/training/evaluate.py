@@ -2,7 +2,7 @@
 
 ``masn evaluate`` reads a checkpoint, rebuilds the task's splits with the checkpoint's
 vocabulary and answer classes, and writes ``metrics.json`` and ``predictions.jsonl``. For the
-multiple-choice tasks it also trains and reports the answer-only baseline (pipeline/baseline.py)
+multiple-choice tasks it also trains and reports the answer-only baseline (``baseline.py``)
 next to MASN, because TGIF-QA's candidates alone give much of the answer away.
 """
 
@@ -10,24 +10,15 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from masn.model import MASN
-from masn.pipeline.qa.datasets import (
-    Collate,
-    QADataset,
-    Questions,
-    Sampling,
-    attach_features,
-    encode_questions,
-    evaluation_batches,
-)
+from masn.pipeline.qa.datasets import QADataset, Questions
+from masn.pipeline.qa.loading import Loading, evaluation_batches, loader
 from masn.pipeline.qa.prepare import open_source
 from masn.pipeline.qa.tasks import TaskSpec, load_splits
 from masn.pipeline.qa.text import tokeniser
@@ -36,35 +27,13 @@ from masn.pipeline.training.checkpoint import Predictor, load_predictor
 from masn.pipeline.training.distributed import Process
 from masn.pipeline.training.metrics import Tally
 from masn.pipeline.training.settings import EvaluateSettings
-from masn.runtime import autocast, data_loader, default_workers, resolve_device
+from masn.runtime import autocast, default_workers, resolve_device
 from masn.settings import write as write_settings
 
 log = logging.getLogger(__name__)
 
-TOP = 5  # answers kept per question in predictions
+TOP = 5  # answers kept per question (predictions.jsonl, masn answer)
 SINGLE = Process()  # a run without torchrun
-
-
-@dataclass(frozen=True)
-class Loading:
-    """How batches are read: frames per video, sampling, batch size, worker processes."""
-
-    frames: int
-    sampling: Sampling
-    batch_size: int
-    workers: int
-
-
-def loader(dataset: QADataset, batches: Any, loading: Loading, device: torch.device) -> DataLoader:
-    """Batches from worker processes, pinned for the GPU; global RNG untouched (resumability)."""
-    return data_loader(
-        dataset,
-        device,
-        loading.workers,
-        prefetch=4,
-        batch_sampler=batches,
-        collate_fn=Collate(dataset.questions),
-    )
 
 
 @torch.inference_mode()
@@ -107,6 +76,17 @@ def evaluate_split(
     return tally, kept
 
 
+def top_answers(output: torch.Tensor, head: str, k: int = TOP) -> list[tuple[int, float]]:
+    """The ``k`` best answers of one question's output, best first, as (index, score).
+
+    Open-ended scores are the softmax over the answer classes; multiple-choice scores are the
+    raw candidate scores (the hinge loss trains a margin, not probabilities).
+    """
+    scores = output.softmax(-1) if head == "open_ended" else output
+    best = scores.topk(min(k, len(scores)))
+    return [(int(i), float(s)) for s, i in zip(best.values, best.indices, strict=True)]
+
+
 def _predictions(
     spec: TaskSpec, output: torch.Tensor, predictions: torch.Tensor, index: torch.Tensor
 ) -> dict[int, dict[str, Any]]:
@@ -116,9 +96,7 @@ def _predictions(
         if spec.head == "count":
             entry["output"] = round(float(out), 4)
         else:
-            scores = out.softmax(-1) if spec.head == "open_ended" else out
-            top = scores.topk(min(TOP, len(scores)))
-            entry["top"] = [[int(i), round(float(s), 4)] for s, i in zip(*top, strict=True)]
+            entry["top"] = [[i, round(s, 4)] for i, s in top_answers(out, spec.head)]
         found[row] = entry
     return found
 
@@ -165,12 +143,8 @@ def run_evaluate(settings: EvaluateSettings) -> dict[str, Any]:
     seed = int(trained.get("seed", 999)) if settings.seed is None else settings.seed
     rows = load_splits(spec, annotations, seed, trained.get("val_fraction", 0.1))
     source = open_source(spec, features)
-    tokenise = tokeniser(predictor.tokenizer)
     policy = trained.get("out_of_set", "wrong")
-    questions = encode_questions(
-        rows[split], spec, predictor.vocabulary, tokenise, predictor.answers, policy
-    )
-    questions = attach_features(questions, source, split)
+    questions = predictor.questions(rows[split], source, split, policy)
     batch_size = spec.batch_size if settings.batch_size is None else settings.batch_size
     workers = default_workers() if settings.workers is None else settings.workers
     loading = Loading(predictor.frames, predictor.sampling, batch_size, workers)
@@ -189,9 +163,9 @@ def run_evaluate(settings: EvaluateSettings) -> dict[str, Any]:
         "settings": metric_settings(spec, policy),
     }
     if settings.baseline and spec.head == "multiple_choice":
-        vectors = model.question.embedding.weight.detach().cpu()
+        tokenise = tokeniser(predictor.tokenizer)
         report["answer_only_baseline"] = answer_only_baseline(
-            rows["train"], questions, predictor.vocabulary, tokenise, vectors, seed
+            model, rows["train"], questions, predictor.vocabulary, tokenise, seed
         )
     out = settings.out
     folder = Path(out) if out is not None else Path(checkpoint).parent / f"evaluate-{split}"

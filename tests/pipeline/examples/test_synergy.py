@@ -1,4 +1,4 @@
-"""The synergy check (pipeline/synergy.py): questions answerable from one stream only.
+"""The synergy check (examples/synergy.py): questions answerable from one stream only.
 
 The slow test trains appearance-only, motion-only and full MASN on the synthetic task for three
 seeds and asserts the check's expectations with wide margins (observed values in comments):

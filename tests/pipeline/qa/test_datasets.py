@@ -1,11 +1,11 @@
 """Pipeline data: tokenisers, vocabulary, answer classes, tasks and splits, question encoding,
-features attached from our store or the official layout, datasets, batches and samplers."""
+features attached from our store or the official layout, datasets and batches (samplers and
+the loader: test_loading.py)."""
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
-from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -24,12 +24,13 @@ from masn.pipeline.qa.datasets import (
     Batch,
     Collate,
     QADataset,
-    StepSampler,
     attach_features,
+    candidate_texts,
+    encode_question,
     encode_questions,
-    evaluation_batches,
     frame_indices,
 )
+from masn.pipeline.qa.loading import StepSampler
 from masn.pipeline.qa.prepare import answer_classes
 from masn.pipeline.qa.tasks import (
     TASKS,
@@ -493,6 +494,32 @@ def test_encode_multiple_choice():
     assert subset.tokens.shape == (1, 5, QUESTION_WIDTH) and subset.targets.tolist() == [0]
 
 
+def test_encode_question_is_what_encode_questions_stores_per_row():
+    """One question alone (masn answer) reads exactly as a row of a split does."""
+    vocabulary = Vocabulary.build(["what does he do? run sit jump"], clean_tokens)
+    candidates = (" run", "sit ", "swim")
+    assert candidate_texts(" what does he do? ", candidates) == [
+        "what does he do? run",
+        "what does he do? sit",
+        "what does he do? swim",
+    ]
+    ids, lengths = encode_question(" what does he do? ", candidates, vocabulary, clean_tokens)
+    row = QARow(("v",), " what does he do? ", 1, candidates=candidates)
+    split = encode_questions([row], task_spec("action"), vocabulary, clean_tokens, None)
+    assert ids.shape == (3, QUESTION_WIDTH) and lengths.tolist() == [6, 6, 6]
+    np.testing.assert_array_equal(ids, split.tokens[0])
+    np.testing.assert_array_equal(lengths, split.lengths[0])
+    assert ids[2, 5] == UNK  # "swim" is not in the vocabulary
+    ids, length = encode_question("what does he do?", (), vocabulary, clean_tokens)
+    assert ids.shape == (QUESTION_WIDTH,) and length.shape == () and int(length) == 5
+    row = QARow(("v",), "what does he do?", "run")
+    split = encode_questions(
+        [row], task_spec("msvd"), vocabulary, clean_tokens, AnswerSet(("run", "sit"))
+    )
+    np.testing.assert_array_equal(ids, split.tokens[0])
+    assert split.lengths.tolist() == [5]
+
+
 def test_encode_multiple_choice_errors():
     spec = task_spec("transition")
     vocabulary = Vocabulary(PLACEHOLDERS)
@@ -741,79 +768,3 @@ def test_dataloader_workers_give_the_same_batches(sources):
     assert len(loaded[0]) == 3  # 8 questions in batches of 3: 3, 3, 2
     _assert_same_batches(loaded[0], expected)
     _assert_same_batches(loaded[2], expected)
-
-
-# --------------------------------------------------------------------------- samplers
-
-
-@pytest.mark.parametrize(("size", "batch_size"), [(23, 6), (24, 6), (20, 6), (7, 3)])
-@pytest.mark.parametrize("world", [2, 3])
-def test_step_sampler_ranks_together_see_the_single_process_batches(size, batch_size, world):
-    single = StepSampler(size, batch_size, seed=5)
-    single.set_epoch(2)
-    steps = list(single)
-    assert sorted(i for step in steps for i in step) == list(range(size))  # world 1 drops none
-    ranks = []
-    for rank in range(world):
-        sampler = StepSampler(size, batch_size, seed=5, rank=rank, world=world)
-        sampler.set_epoch(2)
-        ranks.append(list(sampler))
-        assert len(sampler) == sampler.steps() == len(ranks[-1])
-    assert len({len(batches) for batches in ranks}) == 1  # every rank runs the same steps
-    rest = size % batch_size
-    dropped = 0 < rest < world
-    assert len(ranks[0]) == len(steps) - dropped
-    for step, parts in enumerate(zip(*ranks, strict=True)):
-        assert all(parts), "every rank gets a question in every step"
-        assert sorted(i for part in parts for i in part) == sorted(steps[step])
-        assert [i for i in steps[step] if i in parts[0]] == parts[0]  # same order
-    if dropped:
-        assert len(steps[-1]) == rest
-
-
-def test_step_sampler_epochs_seeds_and_start():
-    sampler = StepSampler(50, 8, seed=1)
-    sampler.set_epoch(0)
-    epoch0 = list(sampler)
-    assert list(sampler) == epoch0  # deterministic
-    sampler.set_epoch(1)
-    epoch1 = list(sampler)
-    assert epoch1 != epoch0
-    assert sorted(chain(*epoch1)) == sorted(chain(*epoch0)) == list(range(50))
-    assert len(epoch0) == 7 and [len(b) for b in epoch0] == [8] * 6 + [2]
-
-    again = StepSampler(50, 8, seed=1)
-    again.set_epoch(1)
-    assert list(again) == epoch1  # a new sampler with the same seed and epoch agrees
-    other = StepSampler(50, 8, seed=2)
-    other.set_epoch(1)
-    assert list(other) != epoch1
-
-    sampler.set_epoch(1, start=3)
-    assert len(sampler) == 4 and list(sampler) == epoch1[3:]
-    sampler.set_epoch(1, start=9)
-    assert len(sampler) == 0 and list(sampler) == []
-    sampler.set_epoch(0)
-    assert list(sampler) == epoch0  # set_epoch resets start
-
-
-def test_step_sampler_last_batch_and_validation():
-    assert StepSampler(17, 8, rank=0, world=2).steps() == 2  # last batch of 1 < 2 ranks: dropped
-    assert StepSampler(18, 8, rank=1, world=2).steps() == 3  # last batch of 2: kept
-    assert StepSampler(17, 8).steps() == 3  # one process keeps a batch of 1
-    assert StepSampler(1, 4, world=2).steps() == 0
-    with pytest.raises(ValueError, match="smaller than the 3 processes"):
-        StepSampler(10, 2, world=3)
-
-
-@pytest.mark.parametrize(("size", "batch_size", "world"), [(17, 4, 3), (5, 2, 1), (2, 4, 3)])
-def test_evaluation_batches_cover_every_question_once(size, batch_size, world):
-    shares = [evaluation_batches(size, batch_size, rank, world) for rank in range(world)]
-    seen = [i for batches in shares for batch in batches for i in batch]
-    assert sorted(seen) == list(range(size))
-    assert len(seen) == len(set(seen))
-    for rank, batches in enumerate(shares):
-        assert all(0 < len(batch) <= batch_size for batch in batches)
-        assert all(i % world == rank for batch in batches for i in batch)
-    assert evaluation_batches(0, 4) == []
-    assert evaluation_batches(5, 2) == [[0, 1], [2, 3], [4]]
