@@ -1,8 +1,9 @@
 """End-to-end training benchmark: samples/s of the ``masn train`` loop reading a store on disk.
 
-Where ``pipeline.bench`` times the model step on one batch already on the device, this bench
+Where ``model_step.py`` times the model step on one batch already on the device, this bench
 writes a synthetic feature store (float16, the extractor's default) into a temporary folder,
-builds the real :class:`~pipeline.train.Trainer` on it and times its training loop: DataLoader
+builds the real :class:`~masn.pipeline.training.trainer.Trainer` on it and times its training
+loop, step by step through :meth:`~masn.pipeline.training.trainer.Trainer.loop_step`: DataLoader
 workers reading the HDF5 store, collation, pinned host memory, host-to-device copies, forward,
 loss, backward and Adam. Validation is left out. The official implementation trains at 477
 (FrameQA, batch 32) and 54 (Action, batch 16) samples/s on one H100 for the model step alone.
@@ -37,9 +38,9 @@ from masn.pipeline.benchmarks.settings import (
     Size,
 )
 from masn.pipeline.examples.planted import QUESTION, WORDS, SyntheticShape, write_synthetic
-from masn.pipeline.qa.datasets import VIDEO_FIELDS, StepSampler
+from masn.pipeline.qa.datasets import VIDEO_FIELDS
+from masn.pipeline.qa.loading import StepSampler, loader
 from masn.pipeline.training.distributed import Process
-from masn.pipeline.training.evaluate import loader
 from masn.pipeline.training.settings import TrainSettings
 from masn.pipeline.training.trainer import Trainer
 from masn.runtime import Precision, device_name, peak_memory_mb, resolve_device, synchronize
@@ -113,7 +114,8 @@ class RepeatedSteps(Sampler[list[int]]):
 def bench_train_case(
     trainer: Trainer, case: BenchCase, steps: int, warmup: int, store: Path, cold: bool = False
 ) -> dict[str, Any]:
-    """Times ``steps`` steps of the trainer's loop, loader included, after ``warmup`` steps."""
+    """Times ``steps`` steps of the trainer's loop (:meth:`Trainer.loop_step`: the step, its
+    divergence note and its logging), loader included, after ``warmup`` steps."""
     train, device = trainer.data.splits["train"], trainer.device
     batch_size = trainer.loading.batch_size
     if len(train) < batch_size:
@@ -121,8 +123,7 @@ def bench_train_case(
     dataset, sampler = trainer.train_data()
     batches = iter(loader(dataset, RepeatedSteps(sampler, warmup + steps), trainer.loading, device))
     trainer.model.train()
-    log_every = trainer.config.log_every
-    running, seen, samples, waited = torch.zeros((), device=device), 0, 0, 0.0
+    samples, waited = 0, 0.0
     start = time.perf_counter()
     for step in range(warmup + steps):
         if step == warmup:
@@ -135,15 +136,8 @@ def bench_train_case(
         before = time.perf_counter()
         batch = next(batches)
         waited += time.perf_counter() - before
-        last = trainer.train_step(batch) * len(batch)
-        running += last
-        seen += len(batch)
+        loss = trainer.loop_step(batch)  # full batches: each step weighs 1
         samples += len(batch)
-        trainer.state.step += 1
-        trainer.state.global_step += 1
-        if trainer.state.global_step % log_every == 0:  # as the loop: logs, so synchronises
-            trainer._log_train(running / seen)
-            running, seen = torch.zeros((), device=device), 0
     synchronize(device)
     elapsed = time.perf_counter() - start
     peak, memory_kind = peak_memory_mb(device)
@@ -160,7 +154,7 @@ def bench_train_case(
         "data_wait_fraction": round(waited / elapsed, 3),
         "peak_memory_mb": round(peak, 1),
         "memory_kind": memory_kind,
-        "final_loss": round(float(last) / len(batch), 4),
+        "final_loss": round(float(loss), 4),
     }
 
 

@@ -11,46 +11,40 @@ every ``save_every`` steps, so ``resume=True`` continues a killed run to the ver
 Under torchrun every process reads its share of each batch (``StepSampler``) and DDP averages
 gradients; losses are weighted so that W processes take exactly the steps of one process.
 
-A loss that is not finite stops the run with :class:`Diverged`, naming the step, the epoch and
-the questions of the batch. The step itself never waits for the GPU: it only notes, on the
-device, the first step whose loss was not finite, and the loop looks at that note where it
-synchronises anyway (every ``log_every`` steps, before a checkpoint, at the epoch end). A model
-with non-finite weights or validation metric is never written, so ``best.pt`` and ``last.pt``
-keep the last good state.
+A non-finite loss, weight or validation metric stops the run with
+:class:`~masn.pipeline.training.divergence.Diverged` (see ``divergence.py``); nothing non-finite
+is ever written. :meth:`Trainer.loop_step` is one step of the loop with all its bookkeeping, so
+that the training benchmark times the very loop ``masn train`` runs.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from masn.errors import InvalidInput
 from masn.model import MASN, MASNConfig
-from masn.pipeline.qa.datasets import Batch, QADataset, StepSampler
+from masn.pipeline.qa.datasets import Batch, QADataset
+from masn.pipeline.qa.loading import Loading, StepSampler, loader
 from masn.pipeline.qa.prepare import TaskData, feature_dims, open_source, prepare_task, word_vectors
 from masn.pipeline.qa.tasks import infer_head, load_splits, task_spec
 from masn.pipeline.qa.text import tokeniser
 from masn.pipeline.training.baseline import answer_only_baseline
 from masn.pipeline.training.checkpoint import load_checkpoint, model_payload, save_atomic
 from masn.pipeline.training.distributed import Process
-from masn.pipeline.training.evaluate import (
-    Loading,
-    evaluate_split,
-    loader,
-    metric_settings,
-)
+from masn.pipeline.training.divergence import DivergenceWatch
+from masn.pipeline.training.evaluate import evaluate_split, metric_settings
 from masn.pipeline.training.metrics import selection_metric
+from masn.pipeline.training.resume import LoopState, position, rng_state, set_rng_state
 from masn.pipeline.training.run_log import RunLog
 from masn.pipeline.training.settings import FIXED_ON_RESUME, GLOVE_FILE, TrainSettings
 from masn.runtime import autocast, default_workers, resolve_device
@@ -59,13 +53,6 @@ from masn.settings import write as write_settings
 from masn.weights.cache import cache_dir
 
 log = logging.getLogger(__name__)
-
-_NONE = 2**62  # "no step yet" for the first non-finite step (a minimum over processes)
-_NAMED = 8  # questions named in a divergence message
-
-
-class Diverged(InvalidInput):
-    """Training produced a non-finite loss, model or metric; the message says where and why."""
 
 
 def adam(parameters: Iterable[torch.nn.Parameter], lr: float) -> torch.optim.Adam:
@@ -76,20 +63,6 @@ def adam(parameters: Iterable[torch.nn.Parameter], lr: float) -> torch.optim.Ada
     and is several times faster on a CPU.
     """
     return torch.optim.Adam(parameters, lr=lr, fused=True)
-
-
-@dataclass
-class LoopState:
-    """Where the loop is: the next epoch and step in it, the best result so far."""
-
-    epoch: int = 0
-    step: int = 0
-    global_step: int = 0
-    best: float | None = None
-    best_epoch: int = -1
-    bad_epochs: int = 0
-    stopped: bool = False
-    history: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Trainer:
@@ -136,6 +109,9 @@ class Trainer:
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = adam(trainable, config.lr)
         self.state = LoopState()
+        self.watch = DivergenceWatch(
+            self.data.splits["train"], process, device, config.lr, self.run
+        )
         if config.resume and last.exists():
             self._restore(load_checkpoint(last))
         elif config.resume:
@@ -150,11 +126,8 @@ class Trainer:
         self.logs = RunLog(self.run) if process.main else None
         if process.main:
             write_settings(config, self.run / "config.yaml")
-        # The first global step whose loss was not finite (_NONE: none), kept on the device so
-        # that steps never wait for it; and which questions each step since the last look held.
-        self._first_bad = torch.full((), _NONE, dtype=torch.int64, device=device)
-        self._recent: dict[int, tuple[int, torch.Tensor]] = {}
-        self._saved: str | None = None  # what last.pt holds, for the divergence message
+        # The mean training loss since the last log point, summed on the device.
+        self._loss_sum, self._loss_count = torch.zeros((), device=device), 0
 
     def _build_model(self) -> MASN:
         config, data = self.config, self.data
@@ -208,14 +181,14 @@ class Trainer:
 
     def _save_last(self) -> None:
         """The loop state; every rank's random streams are gathered (a collective call)."""
-        streams = self.process.gather(_rng_state(self.device))
+        streams = self.process.gather(rng_state(self.device))
         if self.process.main:
             payload = self._payload({})
             payload["optimizer"] = self.optimizer.state_dict()
             payload["loop"] = asdict(self.state)
             payload["rng"] = streams
             save_atomic(payload, self.run / "last.pt")
-        self._saved = _position(self.state)
+        self.watch.saved = position(self.state)
 
     def _restore(self, payload: dict[str, Any]) -> None:
         saved = payload["info"]["train_config"]
@@ -227,10 +200,10 @@ class Trainer:
         self.model.load_state_dict(payload["state_dict"])
         self.optimizer.load_state_dict(payload["optimizer"])
         self.state = LoopState(**payload["loop"])
-        self._saved = _position(self.state)
+        self.watch.saved = position(self.state)
         streams = payload["rng"]
         if len(streams) == self.process.world:
-            _set_rng_state(streams[self.process.rank], self.device)
+            set_rng_state(streams[self.process.rank], self.device)
         else:
             log.warning(
                 "resuming with %d processes instead of %d", self.process.world, len(streams)
@@ -264,8 +237,7 @@ class Trainer:
     def _train_epoch(self, dataset: QADataset, sampler: StepSampler) -> int:
         state, process = self.state, self.process
         sampler.set_epoch(state.epoch, state.step)
-        size, batch_size = len(dataset), self.loading.batch_size
-        running, seen, samples = torch.zeros((), device=self.device), 0, 0
+        samples = 0
         self.model.train()
         bar = tqdm(
             loader(dataset, sampler, self.loading, self.device),
@@ -276,26 +248,31 @@ class Trainer:
             leave=False,
         )
         for batch in bar:
-            share = len(batch) * process.world / min(batch_size, size - state.step * batch_size)
-            loss = self.train_step(batch, share)
-            running += loss * len(batch)
-            seen += len(batch)
+            self.loop_step(batch, len(batch) * process.world / sampler.questions(state.step))
             samples += len(batch) * process.world
-            state.step += 1
-            state.global_step += 1
-            self._watch(loss, batch)
-            if state.global_step % self.config.log_every == 0:
-                self._check_losses()
-                self._log_train(running / seen)
-                running, seen = torch.zeros((), device=self.device), 0
-            if self.config.save_every and state.global_step % self.config.save_every == 0:
-                self._check_losses()
-                self._check_model()
-                self._save_last()
-        self._check_losses()
-        if seen:
-            self._log_train(running / seen)
+        self.watch.check_losses(state)
+        self._log_loss()
         return samples
+
+    def loop_step(self, batch: Batch, share: float = 1.0) -> torch.Tensor:
+        """One step of the training loop: :meth:`train_step`, the divergence note, the mean loss
+        logged every ``log_every`` steps and ``last.pt`` written every ``save_every`` steps;
+        returns the step's detached loss."""
+        state, config = self.state, self.config
+        loss = self.train_step(batch, share)
+        self._loss_sum += loss * len(batch)
+        self._loss_count += len(batch)
+        state.step += 1
+        state.global_step += 1
+        self.watch.note(loss, batch, state)
+        if state.global_step % config.log_every == 0:
+            self.watch.check_losses(state)
+            self._log_loss()
+        if config.save_every and state.global_step % config.save_every == 0:
+            self.watch.check_losses(state)
+            self.watch.check_model(self.model, state)
+            self._save_last()
+        return loss
 
     def train_step(self, batch: Batch, share: float = 1.0) -> torch.Tensor:
         """One optimisation step on this process's part of a batch; returns the detached loss.
@@ -312,69 +289,12 @@ class Trainer:
         self.optimizer.step()
         return loss.detach()
 
-    def _watch(self, loss: torch.Tensor, batch: Batch) -> None:
-        """Notes the step if its loss is not finite, on the device (no waiting for the GPU), and
-        remembers on the host which questions the step held."""
-        step = self.state.global_step
-        self._recent[step] = (self.state.epoch, batch.index)
-        bad = ~torch.isfinite(loss) & (self._first_bad == _NONE)
-        self._first_bad = torch.where(bad, step, self._first_bad)
-
-    def _check_losses(self) -> None:
-        """Raises Diverged if a step since the last look had a non-finite loss (synchronises;
-        every process calls it at the same steps)."""
-        first = self._first_bad
-        if self.process.world > 1:
-            first = first.clone()
-            dist.all_reduce(first, op=dist.ReduceOp.MIN)
-        step = int(first)
-        if step == _NONE:
-            self._recent.clear()
-            return
-        epoch, index = self._recent[step]
-        questions = self.data.splits["train"]
-        mine = [questions.rows[i].source or questions.keys[i] for i in index.tolist()]
-        names = [name for share in self.process.gather(mine) for name in share]
-        raise Diverged(
-            f"training diverged: the loss is not finite (NaN or infinite) at step {step} (epoch "
-            f"{epoch + 1}), on the batch of questions {_question_names(names)}; lower --lr (now "
-            f"{self.config.lr:g}) or check these questions' answers. {self._kept()}"
-        )
-
-    def _check_model(self) -> None:
-        """Raises Diverged if a weight is not finite (synchronises)."""
-        values = [v for v in self.model.state_dict().values() if v.is_floating_point()]
-        if bool(torch.stack([v.isfinite().all() for v in values]).all()):
-            return
-        raise Diverged(
-            f"training diverged: the model's weights are not finite after step "
-            f"{self.state.global_step} (epoch {self.state.epoch + 1}); lower --lr (now "
-            f"{self.config.lr:g}) or check the training answers. {self._kept()}"
-        )
-
-    def _check_metrics(self, metrics: dict[str, Any]) -> None:
-        """Raises Diverged if a validation figure is not finite."""
-        if all(math.isfinite(value) for value in _numbers(metrics)):
-            return
-        raise Diverged(
-            f"training diverged: the validation metrics after epoch {self.state.epoch + 1} are "
-            f"not finite; lower --lr (now {self.config.lr:g}) or check the training answers. "
-            f"{self._kept()}"
-        )
-
-    def _kept(self) -> str:
-        """Which checkpoints still hold a good state (nothing non-finite is ever written)."""
-        kept = []
-        if self._saved is not None:
-            kept.append(f"{self.run / 'last.pt'} holds the state after {self._saved}")
-        if self.state.best_epoch >= 0:
-            kept.append(f"{self.run / 'best.pt'} the model of epoch {self.state.best_epoch + 1}")
-        return ("; ".join(kept) if kept else "Nothing was saved") + "."
-
-    def _log_train(self, loss: torch.Tensor) -> None:
-        if self.logs is not None:
-            value = float(loss)
-            self.logs.event("train", self.state.global_step, epoch=self.state.epoch, loss=value)
+    def _log_loss(self) -> None:
+        """Logs the mean loss of the steps since the last log point, if any, and starts anew."""
+        if self._loss_count and self.logs is not None:
+            loss = float(self._loss_sum / self._loss_count)
+            self.logs.event("train", self.state.global_step, epoch=self.state.epoch, loss=loss)
+        self._loss_sum, self._loss_count = torch.zeros((), device=self.device), 0
 
     def _evaluate(self, split: str) -> dict[str, Any]:
         tally, _ = evaluate_split(
@@ -393,11 +313,11 @@ class Trainer:
     def _end_epoch(self) -> None:
         config, state = self.config, self.state
         count = self.spec.head == "count"
-        self._check_model()
+        self.watch.check_model(self.model, state)
         metrics = {"val": self._evaluate("val")}
         if config.select_on == "test":
             metrics["test"] = self._evaluate("test")
-        self._check_metrics(metrics)
+        self.watch.check_metrics(metrics, state)
         value = selection_metric(metrics[config.select_on], count)
         improved = state.best is None or value > state.best
         epoch = state.epoch
@@ -446,65 +366,18 @@ class Trainer:
             "train_samples_per_s": round(samples_per_s, 1) if samples_per_s else None,
         }
         if self.config.baseline and spec.head == "multiple_choice" and self.process.main:
-            vectors = self.model.question.embedding.weight.detach().cpu()
             report["answer_only_baseline"] = answer_only_baseline(
+                self.model,
                 self.rows["train"],
                 data.splits["test"],
                 data.vocabulary,
                 tokeniser(self.tokenizer),
-                vectors,
                 self.config.seed,
             )
         if self.process.main:
             (self.run / "report.json").write_text(json.dumps(report, indent=2) + "\n")
             log.info("report: %s", self.run / "report.json")
         return report
-
-
-def _position(state: LoopState) -> str:
-    """Where the loop stands, in words: "epoch 2" (done) or "step 5 of epoch 3"."""
-    if state.step:
-        return f"step {state.step} of epoch {state.epoch + 1}"
-    return f"epoch {state.epoch}"
-
-
-def _question_names(names: list[str]) -> str:
-    """A few question ids in one line: "file lines 3, 9" for sources, video keys as they are."""
-    lines: dict[str, list[str]] = {}
-    others = []
-    for name in names[:_NAMED]:
-        path, _, line = name.rpartition(":")
-        if path and line.isdigit():
-            lines.setdefault(path, []).append(line)
-        else:
-            others.append(name)
-    parts = [f"{path} line{'s' * (len(n) > 1)} {', '.join(n)}" for path, n in lines.items()]
-    more = f" and {len(names) - _NAMED} more" if len(names) > _NAMED else ""
-    return ", ".join(parts + others) + more
-
-
-def _numbers(values: dict[str, Any]) -> list[float]:
-    """Every float in nested dicts of metrics (None, for an empty split, is left out)."""
-    found: list[float] = []
-    for value in values.values():
-        if isinstance(value, dict):
-            found += _numbers(value)
-        elif isinstance(value, float):
-            found.append(value)
-    return found
-
-
-def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:
-    state = {"cpu": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _set_rng_state(state: dict[str, torch.Tensor], device: torch.device) -> None:
-    torch.set_rng_state(state["cpu"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
 
 
 def train(config: TrainSettings) -> dict[str, Any]:

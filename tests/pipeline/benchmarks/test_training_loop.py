@@ -1,4 +1,4 @@
-"""The end-to-end training benchmark (pipeline/bench_train.py) on a CPU, with tiny settings."""
+"""The end-to-end training benchmark (benchmarks/training_loop.py) on a CPU, with tiny settings."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from masn.pipeline.benchmarks.training_loop import (
 )
 from masn.pipeline.cli import parse
 from masn.pipeline.examples.planted import WORDS
-from masn.pipeline.qa.datasets import StepSampler
+from masn.pipeline.qa.loading import StepSampler
 
 TINY = {"frames": 4, "objects": 2, "features": 32, "words": 8, "vocab": 100}
 

@@ -1,5 +1,5 @@
 """Training, evaluation and resume on synthetic collections whose answers are planted in the
-features (pipeline/synthetic.py): the whole `masn train` / `masn evaluate` path on a CPU."""
+features (examples/planted.py): the whole `masn train` / `masn evaluate` path on a CPU."""
 
 from __future__ import annotations
 
@@ -20,11 +20,13 @@ from masn.extract.store.official_transfer import export_official
 from masn.model import MASN, MASNConfig
 from masn.pipeline.cli import main
 from masn.pipeline.examples.planted import write_synthetic
+from masn.pipeline.qa.loading import loader
 from masn.pipeline.training.checkpoint import load_checkpoint, load_predictor
 from masn.pipeline.training.distributed import Process
-from masn.pipeline.training.evaluate import loader, run_evaluate
+from masn.pipeline.training.divergence import Diverged
+from masn.pipeline.training.evaluate import run_evaluate
 from masn.pipeline.training.settings import EvaluateSettings, TrainSettings
-from masn.pipeline.training.trainer import Diverged, Trainer, adam, train
+from masn.pipeline.training.trainer import Trainer, adam, train
 from tests.builders import child_env, masn_command
 
 HEADS = ("open_ended", "count", "multiple_choice")
@@ -533,10 +535,10 @@ def test_the_divergence_watch_never_waits_for_the_gpu(collections, tmp_path):
     try:
         loss = trainer.train_step(batches[1])
         trainer.state.global_step += 1
-        trainer._watch(loss, batches[1])
+        trainer.watch.note(loss, batches[1], trainer.state)
     finally:
         torch.cuda.set_sync_debug_mode("default")
-    trainer._check_losses()
+    trainer.watch.check_losses(trainer.state)
 
 
 def test_adam_step_reads_nothing_back_to_the_host(monkeypatch: pytest.MonkeyPatch) -> None:
