@@ -31,26 +31,22 @@ from torch import Tensor, nn
 from masn.extract.networks.detector import preprocess
 from masn.extract.networks.feature_networks import FeatureNetworks, FrameFeatures
 from masn.extract.run.runner import extract_features
-from masn.extract.settings import DetectorConfig, ExtractionConfig, RunOptions
+from masn.extract.settings import (
+    BENCH_SIZES,
+    MEMORY_LIMIT,
+    ExtractBenchSettings,
+    ExtractionConfig,
+    MemoryBenchSettings,
+    RunOptions,
+)
 from masn.extract.video.decode import decode_video
 from masn.extract.video.sources import list_videos
-from masn.runtime import autocast, resolve_device
+from masn.runtime import autocast, default_precision, resolve_device
 from masn.weights.installed import ROLE_FILES
 
 log = logging.getLogger(__name__)
 
 TARGETS_H100 = {"end_to_end_frames_per_s": 150, "end_to_end_over_detector": 0.9}
-
-# video count, seconds each, frame (height, width), detector settings
-SIZES: dict[str, dict[str, Any]] = {
-    "full": {"videos": 16, "seconds": 10.0, "frame": (360, 640), "detector": DetectorConfig()},
-    "small": {
-        "videos": 4,
-        "seconds": 2.0,
-        "frame": (96, 128),
-        "detector": DetectorConfig(min_size=96, max_size=160, post_nms_top_n=12),
-    },
-}
 
 
 def write_video(path: Path, seconds: float, size: tuple[int, int], fps: int = 25, seed: int = 0):
@@ -99,17 +95,13 @@ def detector_rate(
     return len(frames) / (time.perf_counter() - start)
 
 
-def run_extract_bench(
-    device: str = "auto",
-    size: str | None = None,
-    batch_size: int = 8,
-    workers: int = 2,
-    precision: str | None = None,
-) -> dict[str, Any]:
-    target = resolve_device(device)
-    size = size or ("full" if target.type == "cuda" else "small")
-    spec = SIZES[size]
-    precision = precision or ("bf16" if target.type == "cuda" else "fp32")
+def run_extract_bench(settings: ExtractBenchSettings) -> dict[str, Any]:
+    """Sampled frames/s end to end and of the detector alone; returns a JSON-ready report."""
+    batch_size, workers = settings.batch_size, settings.workers
+    target = resolve_device(settings.device)
+    size = settings.size or ("full" if target.type == "cuda" else "small")
+    spec = BENCH_SIZES[size]
+    precision = settings.precision or default_precision(target)
     config = ExtractionConfig(detector=spec["detector"], precision=precision)
     networks = FeatureNetworks.random(config).to_device(target)
     with tempfile.TemporaryDirectory() as folder:
@@ -214,7 +206,7 @@ def tree_memory(pid: int) -> tuple[int, int]:
 
 def _extract_with_stand_ins(videos: str, store: str, workers: int, batch_size: int) -> None:
     """The measured run (in a fresh process): the generated video, stand-in networks."""
-    config = ExtractionConfig(detector=SIZES["small"]["detector"])
+    config = ExtractionConfig(detector=BENCH_SIZES["small"]["detector"])
     options = RunOptions("cpu", batch_size, workers)
     sources = list_videos(videos, "folder")
     summary = extract_features(sources, store, config, StandInNetworks(config), options)
@@ -246,18 +238,18 @@ def peak_extraction_memory(
 
 
 def run_memory_bench(
-    minutes: Sequence[float] = (1.0, 30.0),
+    settings: MemoryBenchSettings,
     frame: tuple[int, int] = (48, 64),
     fps: int = 25,
     workers: int = 1,
     batch_size: int = 8,
-    limit: float = 1.2,
 ) -> dict[str, Any]:
     """Peak RSS of extraction (whole process tree) for generated videos of each duration in
-    ``minutes``; ``bounded`` says whether the longest needs at most ``limit`` x the shortest."""
+    ``settings.minutes``; ``bounded`` says whether the longest needs at most MEMORY_LIMIT x the
+    shortest. The video's frame size and rate and the run's workers and batch size stay fixed."""
     runs = []
     with tempfile.TemporaryDirectory() as folder:
-        for index, length in enumerate(minutes):
+        for index, length in enumerate(settings.minutes):
             videos = Path(folder) / f"videos-{index}"
             videos.mkdir()
             video = videos / "video.mp4"
@@ -286,6 +278,6 @@ def run_memory_bench(
         "workers; bounded compares RSS",
         "runs": runs,
         "longest_over_shortest": round(ratio, 3),
-        "limit": limit,
-        "bounded": ratio <= limit,
+        "limit": MEMORY_LIMIT,
+        "bounded": ratio <= MEMORY_LIMIT,
     }

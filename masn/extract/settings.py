@@ -3,7 +3,8 @@
 Torch-free, so that the command line can build its flags and help from these dataclasses
 without loading the networks. :class:`ExtractionConfig` (with :class:`DetectorConfig`) is what a
 feature store records as its provenance; :class:`RunOptions` changes how fast a run goes, never
-its features; :class:`ExtractSettings` is the whole `masn extract` command.
+its features; :class:`ExtractSettings` is the whole `masn extract` command; the other classes
+are `masn show`, `masn features export|import-official` and `masn bench extract|memory`.
 """
 
 from __future__ import annotations
@@ -264,3 +265,56 @@ class ImportSettings(Checked):
     """Official key -> our key: a TGIF-QA question file (key -> gif_name) or a two-column TSV."""
     skip_incomplete: bool = False
     """Leave out videos missing from some of the four files (instead of stopping)."""
+
+
+# The extraction benchmark's sizes: video count, seconds each, frame (height, width), detector.
+BENCH_SIZES: dict[str, dict[str, Any]] = {
+    "full": {"videos": 16, "seconds": 10.0, "frame": (360, 640), "detector": DetectorConfig()},
+    "small": {
+        "videos": 4,
+        "seconds": 2.0,
+        "frame": (96, 128),
+        "detector": DetectorConfig(min_size=96, max_size=160, post_nms_top_n=12),
+    },
+}
+BenchSize = Literal[tuple(BENCH_SIZES)]  # type: ignore[valid-type]
+MEMORY_LIMIT = 1.2  # the longest video's peak memory over the shortest's, at most
+
+
+@dataclass(frozen=True)
+class ExtractBenchSettings(Checked):
+    """Extraction sampled frames/s end to end and, in the same run, of the detector alone
+    (random weights, generated videos)."""
+
+    device: str = "auto"
+    """auto (CUDA if present), cpu, cuda or cuda:N."""
+    size: BenchSize | None = None
+    """full: the Caffe sizes 600/1000 with 300 proposals (default on GPU); small: CPU."""
+    batch_size: int = 8
+    """Sampled frames per network batch."""
+    workers: int = 2
+    """Decode processes."""
+    precision: Precision | None = None
+    """Default: bf16 autocast on GPU, fp32 on CPU."""
+
+    def check(self) -> None:
+        super().check()
+        check_device(self.device)
+        if self.batch_size < 1 or self.workers < 0:
+            raise InvalidInput(
+                f"--batch-size must be >= 1, --workers >= 0; got {self.batch_size}, {self.workers}"
+            )
+
+
+@dataclass(frozen=True)
+class MemoryBenchSettings(Checked):
+    """Extraction peak memory (RSS of the whole process tree) for a short and a long
+    generated low-res video; exit 1 if the longest needs more than 1.2 x the shortest."""
+
+    minutes: tuple[float, ...] = (1.0, 30.0)
+    """Durations of the generated videos, in minutes."""
+
+    def check(self) -> None:
+        super().check()
+        if not self.minutes or min(self.minutes) <= 0:
+            raise InvalidInput(f"--minutes must be positive durations; got {self.minutes}")

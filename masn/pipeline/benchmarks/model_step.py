@@ -20,12 +20,14 @@ from masn.pipeline.benchmarks.settings import (
     SHAPES,
     TARGET_H100_SAMPLES_PER_S,
     BenchCase,
+    ModelBenchSettings,
     Size,
 )
 from masn.pipeline.training.trainer import adam
 from masn.runtime import (
     Precision,
     autocast,
+    default_precision,
     device_name,
     peak_memory_mb,
     resolve_device,
@@ -140,19 +142,12 @@ def _bf16_deviation(model: MASN, video, tokens, lengths, device: torch.device) -
     return round(float((fast - exact).abs().max() / exact.abs().max()), 5)
 
 
-def run_model_bench(
-    device: str = "auto",
-    size: Size | None = None,
-    precision: Precision | None = None,
-    steps: int = 10,
-    warmup: int = 3,
-    mode: str = "fixed",
-    cases: tuple[str, ...] = ("frameqa", "count", "action"),
-) -> dict[str, Any]:
-    """Runs the paper's three training cases; returns a JSON-ready report."""
-    target = resolve_device(device)
-    size = size or ("tgif" if target.type == "cuda" else "small")
-    precision = precision or ("bf16" if target.type == "cuda" else "fp32")
+def run_model_bench(settings: ModelBenchSettings) -> dict[str, Any]:
+    """Runs the paper's training cases asked for; returns a JSON-ready report."""
+    target = resolve_device(settings.device)
+    mode, steps, warmup = settings.mode, settings.steps, settings.warmup
+    size = settings.size or ("tgif" if target.type == "cuda" else "small")
+    precision = settings.precision or default_precision(target)
     name = device_name(target)
     report: dict[str, Any] = {
         "benchmark": "model_training_step",
@@ -167,7 +162,7 @@ def run_model_bench(
         "results": [],
     }
     for case in PAPER_CASES:
-        if case.name not in cases:
+        if case.name not in settings.cases:
             continue
         log.info("benchmarking %s (batch %d) on %s", case.name, case.batch, name)
         report["results"].append(bench_case(case, size, target, precision, steps, warmup, mode))

@@ -104,33 +104,7 @@ class TrainBenchSettings(Checked):
     def check(self) -> None:
         super().check()
         check_device(self.device)
-
-
-@dataclass(frozen=True)
-class ExtractBenchSettings(Checked):
-    """Extraction sampled frames/s end to end and, in the same run, of the detector alone
-    (random weights, generated videos)."""
-
-    device: str = "auto"
-    """auto (CUDA if present), cpu, cuda or cuda:N."""
-    size: Literal["full", "small"] | None = None
-    """full: the Caffe sizes 600/1000 with 300 proposals (default on GPU); small: CPU."""
-    batch_size: int = 8
-    """Sampled frames per network batch."""
-    workers: int = 2
-    """Decode processes."""
-    precision: Precision | None = None
-    """Default: bf16 autocast on GPU, fp32 on CPU."""
-
-    def check(self) -> None:
-        super().check()
-        check_device(self.device)
-
-
-@dataclass(frozen=True)
-class MemoryBenchSettings(Checked):
-    """Extraction peak memory (RSS of the whole process tree) for a short and a long
-    generated low-res video; exit 1 if the longest needs more than 1.2 x the shortest."""
-
-    minutes: tuple[float, ...] = (1.0, 30.0)
-    """Durations of the generated videos, in minutes."""
+        if (self.steps is not None and self.steps < 1) or (self.warmup or 0) < 0:
+            raise InvalidInput(
+                f"--steps must be >= 1, --warmup >= 0; got {self.steps}, {self.warmup}"
+            )

@@ -36,6 +36,7 @@ from masn.pipeline.benchmarks.settings import (
     TARGET_H100_SAMPLES_PER_S,
     BenchCase,
     Size,
+    TrainBenchSettings,
 )
 from masn.pipeline.examples.planted import QUESTION, WORDS, SyntheticShape, write_synthetic
 from masn.pipeline.qa.datasets import VIDEO_FIELDS
@@ -43,7 +44,13 @@ from masn.pipeline.qa.loading import StepSampler, loader
 from masn.pipeline.training.distributed import Process
 from masn.pipeline.training.settings import TrainSettings
 from masn.pipeline.training.trainer import Trainer
-from masn.runtime import Precision, device_name, peak_memory_mb, resolve_device, synchronize
+from masn.runtime import (
+    default_precision,
+    device_name,
+    peak_memory_mb,
+    resolve_device,
+    synchronize,
+)
 
 log = logging.getLogger(__name__)
 
@@ -158,34 +165,18 @@ def bench_train_case(
     }
 
 
-def run_train_bench(
-    device: str = "auto",
-    size: Size | None = None,
-    precision: Precision | None = None,
-    steps: int | None = None,
-    warmup: int | None = None,
-    workers: int | None = None,
-    videos: int | None = None,
-    cases: tuple[str, ...] = ("frameqa", "action"),
-    cold: bool = False,
-    folder: str | Path | None = None,
-    hidden: int = 512,
-) -> dict[str, Any]:
-    """Trains each case from a synthetic store in a temporary folder (inside ``folder`` when
-    given); returns a JSON-ready report. None picks the device's default (see DEFAULTS);
-    ``hidden`` other than the paper's 512 only makes quick checks quicker."""
-    unknown = sorted(set(cases) - set(CASES))
-    if unknown:
-        raise InvalidInput(f"unknown case(s) {unknown}; choose from {sorted(CASES)}")
-    target = resolve_device(device)
+def run_train_bench(settings: TrainBenchSettings, hidden: int = 512) -> dict[str, Any]:
+    """Trains each case from a synthetic store in a temporary folder (inside ``settings.dir``
+    when given); returns a JSON-ready report. Unset settings take the device's default (see
+    DEFAULTS); ``hidden`` other than the paper's 512 only makes quick checks quicker."""
+    target = resolve_device(settings.device)
+    cases, workers, cold = settings.cases, settings.workers, settings.cold
     defaults = DEFAULTS["cuda" if target.type == "cuda" else "cpu"]
-    size = size or ("tgif" if target.type == "cuda" else "small")
-    precision = precision or ("bf16" if target.type == "cuda" else "fp32")
-    steps = steps if steps is not None else defaults["steps"]
-    warmup = warmup if warmup is not None else defaults["warmup"]
-    videos = videos if videos is not None else defaults["videos"]
-    if steps < 1 or warmup < 0:
-        raise InvalidInput("steps must be at least 1 and warmup at least 0")
+    size = settings.size or ("tgif" if target.type == "cuda" else "small")
+    precision = settings.precision or default_precision(target)
+    steps = defaults["steps"] if settings.steps is None else settings.steps
+    warmup = defaults["warmup"] if settings.warmup is None else settings.warmup
+    videos = defaults["videos"] if settings.videos is None else settings.videos
     name = device_name(target)
     shape = SHAPES[size]
     report: dict[str, Any] = {
@@ -207,7 +198,7 @@ def run_train_bench(
         ),
         "results": [],
     }
-    with tempfile.TemporaryDirectory(prefix="masn-bench-train-", dir=folder) as temporary:
+    with tempfile.TemporaryDirectory(prefix="masn-bench-train-", dir=settings.dir) as temporary:
         root = Path(temporary)
         log.info("writing a %s store of %d videos in %s", size, videos, root)
         started = time.perf_counter()

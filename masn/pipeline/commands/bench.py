@@ -5,12 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from masn.pipeline.benchmarks.settings import (
-    ExtractBenchSettings,
-    MemoryBenchSettings,
-    ModelBenchSettings,
-    TrainBenchSettings,
-)
+from masn.extract.settings import ExtractBenchSettings, MemoryBenchSettings
+from masn.pipeline.benchmarks.settings import ModelBenchSettings, TrainBenchSettings
 from masn.pipeline.commands import Command
 
 
@@ -21,59 +17,28 @@ def _print(report: dict[str, Any]) -> None:
 def model(settings: ModelBenchSettings) -> int:
     from masn.pipeline.benchmarks.model_step import run_model_bench
 
-    _print(
-        run_model_bench(
-            device=settings.device,
-            size=settings.size,
-            precision=settings.precision,
-            steps=settings.steps,
-            warmup=settings.warmup,
-            mode=settings.mode,
-            cases=settings.cases,
-        )
-    )
+    _print(run_model_bench(settings))
     return 0
 
 
 def train(settings: TrainBenchSettings) -> int:
     from masn.pipeline.benchmarks.training_loop import run_train_bench
 
-    _print(
-        run_train_bench(
-            device=settings.device,
-            size=settings.size,
-            precision=settings.precision,
-            steps=settings.steps,
-            warmup=settings.warmup,
-            workers=settings.workers,
-            videos=settings.videos,
-            cases=settings.cases,
-            cold=settings.cold,
-            folder=settings.dir,
-        )
-    )
+    _print(run_train_bench(settings))
     return 0
 
 
 def extract(settings: ExtractBenchSettings) -> int:
     from masn.extract.bench import run_extract_bench
 
-    _print(
-        run_extract_bench(
-            settings.device,
-            settings.size,
-            settings.batch_size,
-            settings.workers,
-            settings.precision,
-        )
-    )
+    _print(run_extract_bench(settings))
     return 0
 
 
 def memory(settings: MemoryBenchSettings) -> int:
     from masn.extract.bench import run_memory_bench
 
-    report = run_memory_bench(minutes=settings.minutes)
+    report = run_memory_bench(settings)
     _print(report)
     return 0 if report["bounded"] else 1
 

@@ -47,7 +47,7 @@ from masn.pipeline.training.metrics import selection_metric
 from masn.pipeline.training.resume import LoopState, position, rng_state, set_rng_state
 from masn.pipeline.training.run_log import RunLog
 from masn.pipeline.training.settings import FIXED_ON_RESUME, GLOVE_FILE, TrainSettings
-from masn.runtime import autocast, default_workers, resolve_device
+from masn.runtime import autocast, default_precision, default_workers, resolve_device
 from masn.settings import to_dict
 from masn.settings import write as write_settings
 from masn.weights.cache import cache_dir
@@ -81,7 +81,7 @@ class Trainer:
         self.run = Path(config.out or f"runs/{spec.name}")
         self.features = Path(config.features or spec.features)
         self.tokenizer = config.tokenizer or ("official" if config.mode == "reference" else "clean")
-        self.precision = config.precision or ("bf16" if device.type == "cuda" else "fp32")
+        self.precision = config.precision or default_precision(device)
         self.loading = Loading(
             spec.frames if config.frames is None else config.frames,
             config.sampling,

@@ -302,6 +302,7 @@ def test_extraction_onto_a_damaged_store_rebuilds_it(tmp_path, monkeypatch, capl
 @pytest.mark.slow
 def test_memory_does_not_grow_with_the_video_length():
     from masn.extract.bench import run_memory_bench
+    from masn.extract.settings import MemoryBenchSettings
 
-    report = run_memory_bench(minutes=(0.5, 5.0))
+    report = run_memory_bench(MemoryBenchSettings(minutes=(0.5, 5.0)))
     assert report["bounded"], report

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from masn.pipeline.benchmarks.settings import SHAPES
+from masn.pipeline.benchmarks.settings import SHAPES, TrainBenchSettings
 from masn.pipeline.benchmarks.training_loop import (
     RepeatedSteps,
     derive_annotations,
@@ -16,6 +16,7 @@ from masn.pipeline.benchmarks.training_loop import (
 from masn.pipeline.cli import parse
 from masn.pipeline.examples.planted import WORDS
 from masn.pipeline.qa.loading import StepSampler
+from masn.settings import unchecked
 
 TINY = {"frames": 4, "objects": 2, "features": 32, "words": 8, "vocab": 100}
 
@@ -55,17 +56,18 @@ def test_cli_passes_the_options():
 @pytest.mark.parametrize("workers", [0, 1])
 def test_cpu_run_reports_both_cases(tmp_path, monkeypatch, workers):
     monkeypatch.setitem(SHAPES, "tiny", TINY)
-    report = run_train_bench(
-        device="cpu",
-        size="tiny",
-        steps=2,
-        warmup=1,
-        workers=workers,
-        videos=48,
-        cold=workers == 1,
-        folder=tmp_path,
-        hidden=64,
-    )
+    with unchecked():  # "tiny" is a test size, not one of the command's choices
+        settings = TrainBenchSettings(
+            device="cpu",
+            size="tiny",
+            steps=2,
+            warmup=1,
+            workers=workers,
+            videos=48,
+            cold=workers == 1,
+            dir=tmp_path,
+        )
+    report = run_train_bench(settings, hidden=64)
     report = json.loads(json.dumps(report))
     assert report["benchmark"] == "train_end_to_end" and report["workers"] == workers
     assert report["official_h100_samples_per_s"] == {"frameqa": 477, "action": 54}
