@@ -12,8 +12,6 @@ backend switch, safe in threads) and written atomically.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +22,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure, SubFigure
 from matplotlib.image import AxesImage
 from matplotlib.patches import Rectangle
+
+from masn import atomic
 
 MAX_FRAMES = 8
 MAX_BOXES = 5
@@ -108,7 +108,9 @@ def shown_maps(view: AnswerView) -> list[tuple[str, np.ndarray, float | None]]:
 
 def draw_answer(view: AnswerView, out: str | Path) -> Path:
     """Draws ``view`` into the PNG ``out`` (parents created, replaced atomically); returns it."""
-    return _save_atomically(answer_figure(view), Path(out))
+    with atomic.replacing(out) as temporary:
+        answer_figure(view).savefig(temporary, format="png", dpi=100)
+    return Path(out)
 
 
 def answer_figure(view: AnswerView) -> Figure:
@@ -290,18 +292,3 @@ def _draw_answers(axis: Axes, top: list[tuple[str, float]]) -> None:
     # Room for the score labels beyond the bar ends, on the left too for negative scores.
     axis.set_xlim(low - 0.25 * span * (low < 0), high + 0.25 * span)
     axis.tick_params(axis="x", labelsize=8)
-
-
-def _save_atomically(figure: Figure, out: Path) -> Path:
-    """Saves ``figure`` as PNG under a temporary name beside ``out``, then renames it."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            figure.savefig(stream, format="png", dpi=100)
-        os.chmod(temporary, 0o644)  # mkstemp makes it private; a figure is meant to be shared
-        os.replace(temporary, out)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return out

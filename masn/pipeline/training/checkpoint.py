@@ -10,13 +10,13 @@ no code runs when a checkpoint is read.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from masn import atomic
 from masn.errors import InvalidInput, MissingInput
 from masn.model import MASN, MASNConfig
 from masn.pipeline.qa.annotations import QARow
@@ -31,19 +31,9 @@ VERSION = 1
 
 def save_atomic(payload: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     """Writes ``payload`` to ``path`` so that a crash leaves the old file or the new, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            torch.save(payload, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic.replacing(path) as temporary:
+        torch.save(payload, temporary)
+    return Path(path)
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
