@@ -5,8 +5,9 @@ Each picture's left half is a flat grey whose level encodes the source frame ind
 can tell which source frame was chosen.
 
 Also the shared builders of feature stores (synthetic and random ``VideoRecord``s, whole stores,
-store comparisons), of extraction runs (small settings, stand-in runs, failure logs) and of
-child processes (``masn`` commands, their environment).
+store comparisons), of extraction runs (small settings, stand-in runs, failure logs), of
+child processes (``masn`` commands, their environment), of figures (PNG reading, panels) and of
+answering (the sample video, small checkpoints of each head).
 """
 
 from __future__ import annotations
@@ -25,16 +26,22 @@ from typing import TYPE_CHECKING, Any
 import av
 import cv2
 import numpy as np
+import torch
 
 from masn.extract.settings import DetectorConfig, ExtractionConfig, RunOptions
 from masn.extract.store.reader import FeatureStore
 from masn.extract.store.schema import FIELDS, REQUIRED_FIELDS, VideoRecord
 from masn.extract.store.writer import StoreWriter
 from masn.extract.video.sources import VideoSource, list_videos
+from masn.model import MASN, MASNConfig
+from masn.pipeline.examples.demo_sample import SAMPLE_DIR
+from masn.pipeline.qa.answer_set import AnswerSet
+from masn.pipeline.qa.tasks import task_spec
+from masn.pipeline.qa.text import Vocabulary, clean_tokens
+from masn.pipeline.training.checkpoint import model_payload, save_atomic
 from tests.conftest import REPO
 
 if TYPE_CHECKING:
-    import torch
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
@@ -414,3 +421,43 @@ def box_corners(axis: Axes) -> np.ndarray:
     return np.array(
         [[*p.get_xy(), p.get_x() + p.get_width(), p.get_y() + p.get_height()] for p in axis.patches]
     )
+
+
+# --------------------------------------------------------------------------- answering
+
+SAMPLE_VIDEO = SAMPLE_DIR / "videos" / "bigbuckbunny.mp4"
+# Every 12th 6-fps frame of the sample video, 112-pixel frames: 3 sampled frames.
+COARSE_EXTRACTION = replace(SMALL_EXTRACTION, sample_every=12, frame_size=112)
+QUESTION = "what is the man doing ?"
+ANSWERS = ("run", "jump", "dance")
+CANDIDATES = ["run", "jump", "dance"]
+CHECKPOINT_FRAMES = 2  # T of the checkpoints: fewer than the video's sampled frames
+
+
+def make_checkpoint(
+    folder: Path,
+    head: str,
+    frames: int = CHECKPOINT_FRAMES,
+    sampling: str = "first",
+    width: int = 2048,
+) -> Path:
+    """A checkpoint file as ``masn train`` writes it, for a small random MASN with ``head``."""
+    torch.manual_seed(0)
+    words = [QUESTION, *CANDIDATES] if head == "multiple_choice" else [QUESTION]
+    vocabulary = Vocabulary.build(words, clean_tokens)
+    answers = AnswerSet(ANSWERS) if head == "open_ended" else None
+    config = MASNConfig(
+        vocab_size=len(vocabulary),
+        task=head,
+        num_answers=len(ANSWERS) if head == "open_ended" else 1,
+        word_dim=50,
+        hidden=32,
+        location_dim=16,
+        appearance_dim=width,
+        motion_dim=width,
+    )
+    model = MASN(config, word_vectors=torch.randn(len(vocabulary), 50))
+    payload = model_payload(
+        model, task_spec("custom", head), vocabulary, answers, "clean", frames, sampling, {}
+    )
+    return save_atomic(payload, folder / f"{head}-{width}.pt")

@@ -71,8 +71,8 @@ def read_installed(folder: Path, role: str) -> tuple[StateDict, Installed]:
     weights, meta = folder / ROLE_FILES[role], folder / f"{role}.json"
     if not weights.is_file() or not meta.is_file():
         raise MissingInput(
-            f"{folder} has no converted {role} weights ({weights.name}): run `make weights` "
-            "(or `masn weights fetch`), or pass --random-weights for a smoke run"
+            f"{folder} has no converted {role} weights ({weights.name}): run `masn weights fetch` "
+            "(in a checkout: `make weights`), or pass --random-weights for a smoke run"
         )
     record = Installed(**json.loads(meta.read_text()))
     state = torch.load(weights, map_location="cpu", weights_only=True)

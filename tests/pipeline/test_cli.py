@@ -40,7 +40,7 @@ def test_setup_errors_end_with_a_message_not_a_traceback(tmp_path, caplog, monke
     (tmp_path / "clip.mp4").write_bytes(b"")  # listed, never decoded: the weights are missing
     code = main(["extract", "--videos", str(tmp_path), "--out", str(tmp_path / "x.h5")])
     assert code == 2
-    assert "make weights" in caplog.text and "Traceback" not in caplog.text
+    assert "masn weights fetch" in caplog.text and "Traceback" not in caplog.text
 
 
 def test_help_of_every_command_imports_no_torch():

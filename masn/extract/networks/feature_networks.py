@@ -27,7 +27,8 @@ RANDOM_WEIGHTS_WARNING = """
 ################################################################################
 #  RANDOM WEIGHTS: the networks are randomly initialised (--random-weights).   #
 #  The features are meaningless; use this only for smoke tests and timing.     #
-#  For real features run `make weights` and drop --random-weights.             #
+#  For real features run `masn weights fetch` (in a checkout: `make weights`)  #
+#  and drop --random-weights.                                                  #
 ################################################################################"""
 
 

@@ -13,10 +13,7 @@ the same); a count its raw regression output next to the rounded, clamped count.
 
 from __future__ import annotations
 
-import json
 import logging
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,14 +22,10 @@ import numpy as np
 import torch
 
 from masn.errors import InvalidInput, MissingInput
-from masn.extract.networks.feature_networks import FeatureNetworks, load_networks
 from masn.extract.networks.vocab import attribute_names, object_names
-from masn.extract.run.runner import extract_features
-from masn.extract.settings import ExtractionConfig, RunOptions
+from masn.extract.run.one_video import Extractor
 from masn.extract.show import frames_at
-from masn.extract.store.reader import FeatureStore
 from masn.extract.store.schema import VideoRecord
-from masn.extract.video.sources import VideoSource
 from masn.model import MASNConfig, VideoFeatures
 from masn.pipeline.answering.figure import AnswerView, draw_answer
 from masn.pipeline.answering.settings import AnswerSettings
@@ -40,7 +33,6 @@ from masn.pipeline.qa.datasets import candidate_texts, encode_question, pad_vide
 from masn.pipeline.qa.text import tokeniser
 from masn.pipeline.training.checkpoint import Predictor, load_predictor
 from masn.pipeline.training.evaluate import top_answers
-from masn.runtime import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +40,6 @@ DIGITS = 6  # decimals of the scores in the result
 # Widths of what extraction writes: ResNet-152 and I3D R50 both pool 2048 channels.
 EXTRACTED_WIDTHS = {"appearance": 2048, "motion": 2048}
 RANDOM_NOTE = "RANDOM WEIGHTS: features and answers are meaningless"
-BATCH_SIZE = 8  # sampled frames per network batch during extraction
 
 
 @dataclass
@@ -107,41 +98,6 @@ def check_widths(config: MASNConfig, appearance: int, motion: int, origin: str) 
             f"{wanted['motion']}, but {origin} gives {given['appearance']} / {given['motion']}: "
             "use a checkpoint trained on features from masn extract"
         )
-
-
-def extract_video(
-    video: Path,
-    config: ExtractionConfig,
-    networks: FeatureNetworks,
-    device: torch.device,
-    decoder: str = "pyav",
-) -> VideoRecord:
-    """The features of one video, extracted by the ``masn extract`` pipeline into a temporary
-    store and read back (every field, the boxes and labels included)."""
-    source = VideoSource(video.name or "video", video.resolve())
-    # On a GPU one process decodes while the networks run; on the CPU it would steal their cores.
-    workers = 1 if device.type == "cuda" else 0
-    options = RunOptions(str(device), BATCH_SIZE, workers, decoder)
-    started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="masn-answer-") as folder:
-        summary = extract_features([source], Path(folder) / "video.h5", config, networks, options)
-        if not summary.stored:
-            raise InvalidInput(f"cannot read the video {video}: {_failure(summary.failures)}")
-        with FeatureStore(summary.store) as store:
-            record = store.read(source.key)
-    log.info(
-        "extracted %d sampled frames of %s in %.1f s",
-        summary.sampled_frames,
-        video,
-        time.perf_counter() - started,
-    )
-    return record
-
-
-def _failure(failures: Path) -> str:
-    """The recorded reason of the last failed video, or a generic one."""
-    lines = failures.read_text().splitlines() if failures.is_file() else []
-    return json.loads(lines[-1])["reason"] if lines else "no frames were decoded"
 
 
 def video_features(
@@ -291,10 +247,17 @@ def answer_video(settings: AnswerSettings) -> dict[str, Any]:
     check_question(predictor, question, candidates)
     check_widths(predictor.model.config, **EXTRACTED_WIDTHS, origin="masn extract")
     config, random_weights = settings.features, settings.random_weights
-    networks = load_networks(config, settings.weights, random_weights, settings.seed)
-    where = resolve_device(settings.device)
-    record = extract_video(video, config, networks, where, settings.decoder)
-    del networks  # frees the device for the model
+    extractor = Extractor.load(
+        settings.weights,
+        random_weights=random_weights,
+        seed=settings.seed,
+        device=settings.device,
+        config=config,
+        decoder=settings.decoder,
+    )
+    where = extractor.device
+    record = extractor.extract(video)
+    del extractor  # frees the device for the model
     answer = answer_record(predictor, record, question, candidates, where)
     frames = frames_at(record.path, record.frame_times[answer.chosen], config.fps, settings.decoder)
     names = predictor.model.config.fusion_attentions

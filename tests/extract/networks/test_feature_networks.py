@@ -34,7 +34,7 @@ def test_an_i3d_of_the_other_layout_is_refused_with_advice(tmp_path, random_netw
 
 
 def test_missing_weights_tell_how_to_get_them(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"make weights.*--random-weights"):
+    with pytest.raises(FileNotFoundError, match=r"masn weights fetch.*--random-weights"):
         FeatureNetworks.load(ExtractionConfig(), tmp_path)
 
 
@@ -44,7 +44,7 @@ def test_load_networks_random_or_installed(tmp_path, monkeypatch, caplog, random
     config = ExtractionConfig()
     with caplog.at_level(logging.WARNING):
         networks = load_networks(config, None, random_weights=True, seed=3)
-    assert "RANDOM WEIGHTS" in caplog.text and "make weights" in caplog.text
+    assert "RANDOM WEIGHTS" in caplog.text and "masn weights fetch" in caplog.text
     assert networks.weights["i3d"] == "random (seed 3)"
     for name, tensor in random_networks.state_dict().items():
         assert torch.equal(networks.state_dict()[name], tensor), name

@@ -14,17 +14,14 @@ import numpy as np
 import pytest
 import torch
 
-from masn.extract.networks.feature_networks import FeatureNetworks
 from masn.extract.networks.vocab import attribute_names, object_names
-from masn.extract.settings import DetectorConfig, ExtractionConfig
+from masn.extract.run.one_video import Extractor
 from masn.extract.store.schema import VideoRecord
-from masn.model import MASN, MASNConfig
 from masn.pipeline.answering.answer import (
     RANDOM_NOTE,
     answer_record,
     answer_video,
     answer_view,
-    extract_video,
     frames_at,
     video_features,
 )
@@ -38,87 +35,45 @@ from masn.pipeline.answering.figure import (
 )
 from masn.pipeline.answering.settings import AnswerSettings
 from masn.pipeline.cli import main
-from masn.pipeline.examples.demo_sample import SAMPLE_DIR
-from masn.pipeline.qa.answer_set import AnswerSet
-from masn.pipeline.qa.tasks import task_spec
-from masn.pipeline.qa.text import Vocabulary, clean_tokens
-from masn.pipeline.training.checkpoint import Predictor, load_predictor, model_payload, save_atomic
-from tests.builders import box_corners, read_png, texts, titled, transcode
-
-VIDEO = SAMPLE_DIR / "videos" / "bigbuckbunny.mp4"
-DETECTOR = DetectorConfig(min_size=96, max_size=160, post_nms_top_n=12)
-SMALL = ExtractionConfig(detector=DETECTOR)
-COARSE = ExtractionConfig(sample_every=12, frame_size=112, detector=DETECTOR)  # 3 sampled frames
-SMALL_FLAGS = ["--min-size", "96", "--max-size", "160", "--proposals", "12"]
-QUESTION = "what is the man doing ?"
-ANSWERS = ("run", "jump", "dance")
-CANDIDATES = ["run", "jump", "dance"]
-FRAMES = 2  # T of the checkpoints: fewer than the video's sampled frames
-
-
-def make_checkpoint(
-    folder: Path, head: str, frames: int = FRAMES, sampling: str = "first", width: int = 2048
-) -> Path:
-    """A checkpoint file as ``masn train`` writes it, for a small random MASN with ``head``."""
-    torch.manual_seed(0)
-    texts = [QUESTION, *CANDIDATES] if head == "multiple_choice" else [QUESTION]
-    vocabulary = Vocabulary.build(texts, clean_tokens)
-    answers = AnswerSet(ANSWERS) if head == "open_ended" else None
-    config = MASNConfig(
-        vocab_size=len(vocabulary),
-        task=head,
-        num_answers=len(ANSWERS) if head == "open_ended" else 1,
-        word_dim=50,
-        hidden=32,
-        location_dim=16,
-        appearance_dim=width,
-        motion_dim=width,
-    )
-    model = MASN(config, word_vectors=torch.randn(len(vocabulary), 50))
-    payload = model_payload(
-        model, task_spec("custom", head), vocabulary, answers, "clean", frames, sampling, {}
-    )
-    return save_atomic(payload, folder / f"{head}-{width}.pt")
-
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("answer")
-
-
-@pytest.fixture(scope="module")
-def checkpoints(folder: Path) -> dict[str, Path]:
-    return {
-        head: make_checkpoint(folder, head) for head in ("open_ended", "count", "multiple_choice")
-    }
-
-
-@pytest.fixture(scope="module")
-def predictors(checkpoints: dict[str, Path]) -> dict[str, Predictor]:
-    return {head: load_predictor(path) for head, path in checkpoints.items()}
-
-
-@pytest.fixture(scope="module")
-def record() -> VideoRecord:
-    """The sample video's features, extracted once for the module."""
-    networks = FeatureNetworks.random(COARSE)
-    return extract_video(VIDEO, COARSE, networks, torch.device("cpu"))
+from masn.pipeline.qa.text import clean_tokens
+from masn.pipeline.training.checkpoint import load_predictor
+from tests.builders import (
+    ANSWERS,
+    CANDIDATES,
+    CHECKPOINT_FRAMES,
+    COARSE_EXTRACTION,
+    QUESTION,
+    SAMPLE_VIDEO,
+    SMALL_FLAGS,
+    box_corners,
+    make_checkpoint,
+    read_png,
+    texts,
+    titled,
+    transcode,
+)
 
 
 def test_the_extracted_record_has_real_features_boxes_and_labels(record):
     length = record.appearance.shape[0]
-    assert length > FRAMES  # the checkpoints read only the first T of them
+    assert length > CHECKPOINT_FRAMES  # the checkpoints read only the first T of them
     assert record.appearance.shape == (length, 2048) and record.motion.shape == (length, 2048)
     assert record.appearance_objects.shape == (length, 10, 2048)
     assert record.boxes.shape == (length, 10, 4) and record.object_labels.shape == (length, 10)
-    assert Path(record.path) == VIDEO.resolve()
+    assert Path(record.path) == SAMPLE_VIDEO.resolve()
 
 
 def test_video_features_cut_and_pad_like_training(record):
     length = record.appearance.shape[0]
-    video, chosen = video_features(record, FRAMES, "first")
-    assert list(chosen) == list(range(FRAMES)) and video.appearance.shape == (1, FRAMES, 2048)
-    np.testing.assert_array_equal(video.appearance[0].numpy(), record.appearance[:FRAMES])
+    video, chosen = video_features(record, CHECKPOINT_FRAMES, "first")
+    assert list(chosen) == list(range(CHECKPOINT_FRAMES)) and video.appearance.shape == (
+        1,
+        CHECKPOINT_FRAMES,
+        2048,
+    )
+    np.testing.assert_array_equal(
+        video.appearance[0].numpy(), record.appearance[:CHECKPOINT_FRAMES]
+    )
     video, chosen = video_features(record, length + 3, "uniform")
     assert len(chosen) == length and int(video.lengths[0]) == length
     assert video.boxes.shape == (1, length + 3, 10, 6)
@@ -137,7 +92,7 @@ def test_open_ended_answer_top_scores_alpha_and_attention(predictors, record):
     assert sum(answer.alpha.values()) == pytest.approx(1.0, abs=1e-5)
     assert answer.words == clean_tokens(QUESTION) and not answer.unknown
     assert all(m.shape == (40, 40) for m in answer.attention.values())
-    np.testing.assert_array_equal(answer.chosen, np.arange(FRAMES))
+    np.testing.assert_array_equal(answer.chosen, np.arange(CHECKPOINT_FRAMES))
 
 
 def test_unknown_words_are_reported(predictors, record, caplog):
@@ -176,7 +131,7 @@ def test_feature_widths_must_match_the_model(folder, record, tmp_path):
     with pytest.raises(ValueError, match=r"width 64 / 64.*2048 / 2048"):
         answer_video(
             AnswerSettings(
-                video=VIDEO,
+                video=SAMPLE_VIDEO,
                 question=QUESTION,
                 checkpoint=narrow,
                 out=tmp_path / "x.png",
@@ -200,11 +155,13 @@ def capture_views(monkeypatch: pytest.MonkeyPatch) -> list[AnswerView]:
 
 def test_the_figure_shows_the_frames_the_model_read(predictors, record, tmp_path):
     answer = answer_record(predictors["open_ended"], record, QUESTION)
-    frames = frames_at(record.path, record.frame_times[answer.chosen], COARSE.fps, "pyav")
-    assert frames.shape == (FRAMES, record.height, record.width, 3)
+    frames = frames_at(
+        record.path, record.frame_times[answer.chosen], COARSE_EXTRACTION.fps, "pyav"
+    )
+    assert frames.shape == (CHECKPOINT_FRAMES, record.height, record.width, 3)
     names = predictors["open_ended"].model.config.fusion_attentions
     view = answer_view(QUESTION, answer, names, record, frames)
-    assert len(view.labels) == FRAMES and len(view.labels[0]) == 10
+    assert len(view.labels) == CHECKPOINT_FRAMES and len(view.labels[0]) == 10
     assert all(" " in label for label in view.labels[0])  # "attribute object"
     read_png(draw_answer(view, tmp_path / "figure.png"))
 
@@ -212,7 +169,7 @@ def test_the_figure_shows_the_frames_the_model_read(predictors, record, tmp_path
     figure = answer_figure(view)
     drawn = titled(figure, "frame ")
     assert [axis.get_title() for axis in drawn] == [
-        f"frame {i}, t = {t:.2f} s" for i, t in enumerate(record.frame_times[:FRAMES])
+        f"frame {i}, t = {t:.2f} s" for i, t in enumerate(record.frame_times[:CHECKPOINT_FRAMES])
     ]
     for index, axis in enumerate(drawn):
         np.testing.assert_array_equal(axis.images[0].get_array(), frames[index])
@@ -242,32 +199,34 @@ def test_answer_video_draws_the_figure_and_returns_json(
     """The whole command but the extraction, which the shared record stands in for."""
     used = {}
 
-    def extracted(video, config, networks, device, decoder="pyav"):
-        used.update(config=config, weights=networks.weights, device=device)
+    def extracted(extractor: Extractor, video: Path) -> VideoRecord:
+        used.update(config=extractor.config, weights=extractor.networks.weights)
+        used.update(device=extractor.device, video=video)
         return record
 
-    monkeypatch.setattr("masn.pipeline.answering.answer.extract_video", extracted)
+    monkeypatch.setattr(Extractor, "extract", extracted)
     views = capture_views(monkeypatch)
     out = tmp_path / "figures" / "mc.png"
     result = answer_video(
         AnswerSettings(
-            video=VIDEO,
+            video=SAMPLE_VIDEO,
             question=QUESTION,
             checkpoint=checkpoints["multiple_choice"],
             out=out,
             random_weights=True,
             device="cpu",
             candidates=tuple(CANDIDATES),
-            features=COARSE,
+            features=COARSE_EXTRACTION,
         )
     )
     assert json.loads(json.dumps(result)) == result
-    assert used["config"] == COARSE and used["device"] == torch.device("cpu")
+    assert used["config"] == COARSE_EXTRACTION and used["device"] == torch.device("cpu")
+    assert used["video"] == SAMPLE_VIDEO
     assert used["weights"]["detector"].startswith("random") and "RANDOM WEIGHTS" in caplog.text
     assert result["answer"] in CANDIDATES and result["candidates"] == CANDIDATES
     assert result["top"][0][0] == result["answer"]
     assert result["figure"] == str(out) and result["random_weights"] is True
-    assert (result["sampled_frames"], result["frames_used"]) == (3, FRAMES)
+    assert (result["sampled_frames"], result["frames_used"]) == (3, CHECKPOINT_FRAMES)
     assert sum(result["alpha"].values()) == pytest.approx(1.0, abs=1e-4)
     read_png(out)
     assert RANDOM_NOTE.startswith("RANDOM WEIGHTS")
@@ -276,16 +235,18 @@ def test_answer_video_draws_the_figure_and_returns_json(
     assert view.words == clean_tokens(f"{QUESTION} {result['answer']}")
     assert [[text, score] for text, score in view.top] == result["top"]
     assert list(view.alpha) == pytest.approx(list(result["alpha"].values()), abs=1e-6)
-    expected = frames_at(VIDEO, record.frame_times[:FRAMES], COARSE.fps, "pyav")
+    expected = frames_at(
+        SAMPLE_VIDEO, record.frame_times[:CHECKPOINT_FRAMES], COARSE_EXTRACTION.fps, "pyav"
+    )
     np.testing.assert_array_equal(view.frames, expected)
-    np.testing.assert_array_equal(view.boxes, record.boxes[:FRAMES])
+    np.testing.assert_array_equal(view.boxes, record.boxes[:CHECKPOINT_FRAMES])
 
 
 @pytest.mark.slow
 def test_cli_extracts_answers_prints_json_and_draws(checkpoints, tmp_path, capsys, monkeypatch):
     """End to end on a 1.5-s cut of the video (3 sampled frames), figure in the current folder."""
     clip = tmp_path / "clip.mp4"
-    transcode(VIDEO, clip, "libx264", 1.5, width=640)  # half size
+    transcode(SAMPLE_VIDEO, clip, "libx264", 1.5, width=640)  # half size
     monkeypatch.chdir(tmp_path)
     views = capture_views(monkeypatch)
     command = ["answer", str(clip), QUESTION, "--checkpoint", str(checkpoints["open_ended"])]
@@ -293,17 +254,20 @@ def test_cli_extracts_answers_prints_json_and_draws(checkpoints, tmp_path, capsy
     result = json.loads(capsys.readouterr().out)
     assert result["answer"] in ANSWERS and len(result["top"]) == 3
     assert result["video"] == str(clip) and result["question"] == QUESTION
-    assert (result["sampled_frames"], result["frames_used"]) == (3, FRAMES)
+    assert (result["sampled_frames"], result["frames_used"]) == (3, CHECKPOINT_FRAMES)
     assert Path(result["figure"]) == tmp_path / "clip.answer.png"
     read_png(tmp_path / "clip.answer.png")
     (view,) = views
     assert view.question == QUESTION and view.words == clean_tokens(QUESTION)
     assert [[text, score] for text, score in view.top] == result["top"]
-    assert view.frames.shape == (FRAMES, 360, 640, 3) and len(view.labels) == FRAMES
+    assert (
+        view.frames.shape == (CHECKPOINT_FRAMES, 360, 640, 3)
+        and len(view.labels) == CHECKPOINT_FRAMES
+    )
 
 
 def test_cli_setup_errors_exit_2_with_a_message(checkpoints, tmp_path, caplog, monkeypatch):
-    base = [str(VIDEO), QUESTION, "--random-weights", *SMALL_FLAGS]
+    base = [str(SAMPLE_VIDEO), QUESTION, "--random-weights", *SMALL_FLAGS]
     assert main(["answer", *base, "--checkpoint", str(tmp_path / "missing.pt")]) == 2
     assert "no checkpoint at" in caplog.text and "Traceback" not in caplog.text
     caplog.clear()
@@ -312,6 +276,6 @@ def test_cli_setup_errors_exit_2_with_a_message(checkpoints, tmp_path, caplog, m
     assert "--candidates" in caplog.text
     caplog.clear()
     monkeypatch.setenv("MASN_WEIGHTS_DIR", str(tmp_path / "no-weights-here"))
-    command = [str(VIDEO), QUESTION, "--checkpoint", str(checkpoints["open_ended"])]
+    command = [str(SAMPLE_VIDEO), QUESTION, "--checkpoint", str(checkpoints["open_ended"])]
     assert main(["answer", *command]) == 2
-    assert "make weights" in caplog.text and "--random-weights" in caplog.text
+    assert "masn weights fetch" in caplog.text and "--random-weights" in caplog.text
