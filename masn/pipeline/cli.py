@@ -37,6 +37,7 @@ COMMANDS = (
     "answer",
     "show",
     "features",
+    "model",
     "weights",
     "bench",
     "synergy",

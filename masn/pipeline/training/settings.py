@@ -1,4 +1,4 @@
-"""The settings of `masn train` and `masn evaluate`: one dataclass each, torch-free.
+"""The settings of `masn train`, `masn evaluate` and `masn model import-official`, torch-free.
 
 The command line builds its flags, help and defaults from these dataclasses; config files load
 into them (``masn.settings``); a run folder keeps the settings that made it (``config.yaml``).
@@ -16,7 +16,7 @@ from typing import Literal
 from masn.errors import InvalidInput
 from masn.model.config import Fusion, Mode, Streams, Task
 from masn.pipeline.qa.answer_set import OutOfSet
-from masn.pipeline.qa.tasks import Sampling, TaskName
+from masn.pipeline.qa.tasks import TASKS, Sampling, TaskName
 from masn.runtime import Precision, check_device
 from masn.settings import Checked
 
@@ -170,3 +170,28 @@ class EvaluateSettings(Checked):
             raise InvalidInput(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.workers is not None and self.workers < 0:
             raise InvalidInput(f"--workers must be at least 0, got {self.workers}")
+
+
+PublishedTask = Literal[tuple(name for name in TASKS if name != "custom")]  # type: ignore[valid-type]
+"""The tasks the authors released models for."""
+
+
+@dataclass(frozen=True)
+class ImportOfficialModelSettings(Checked):
+    """Turn an official MASN checkpoint and its vocabulary pickles into a masn checkpoint.
+
+    The result answers and evaluates like a model trained here (masn evaluate, masn answer,
+    masn.load), in reference mode with the official tokeniser. The vocabulary folder is the
+    official --vc_dir: word_to_index_<Task>.pkl, index_to_word_<Task>.pkl, and for open-ended
+    tasks ans_to_index_<Task>.pkl and index_to_ans_<Task>.pkl (vocab_embedding_<Task>.pkl, if
+    there, is checked against the checkpoint); MSVD/MSRVTT without the _<Task> suffix.
+    """
+
+    checkpoint: Path
+    """The official checkpoint (e.g. FrameQA_59.73.pth: a pickled module or a state dict)."""
+    vocabulary: Path
+    """The official vocabulary folder (--vc_dir) of the task."""
+    task: PublishedTask
+    """The task the checkpoint was trained on."""
+    out: Path
+    """The masn checkpoint to write (e.g. runs/official-frameqa/best.pt)."""
