@@ -26,7 +26,7 @@ from masn.pipeline.training.baseline import answer_only_baseline
 from masn.pipeline.training.checkpoint import Predictor, load_predictor
 from masn.pipeline.training.distributed import Process
 from masn.pipeline.training.metrics import Tally
-from masn.pipeline.training.settings import EvaluateSettings
+from masn.pipeline.training.settings import EvaluateSettings, train_defaults
 from masn.runtime import autocast, default_workers, resolve_device
 from masn.settings import write as write_settings
 
@@ -137,13 +137,14 @@ def run_evaluate(settings: EvaluateSettings) -> dict[str, Any]:
     device = resolve_device(settings.device)
     predictor = load_predictor(checkpoint)
     spec = predictor.spec
-    trained = predictor.info.get("train_config", {})
-    annotations = Path(settings.annotations or trained.get("annotations") or spec.annotations)
-    features = Path(settings.features or trained.get("features") or spec.features)
-    seed = int(trained.get("seed", 999)) if settings.seed is None else settings.seed
-    rows = load_splits(spec, annotations, seed, trained.get("val_fraction", 0.1))
+    # The run's settings; a checkpoint from elsewhere (e.g. imported) gets masn train's defaults.
+    trained = {**train_defaults(), **predictor.info.get("train_config", {})}
+    annotations = Path(settings.annotations or trained["annotations"] or spec.annotations)
+    features = Path(settings.features or trained["features"] or spec.features)
+    seed = int(trained["seed"]) if settings.seed is None else settings.seed
+    rows = load_splits(spec, annotations, seed, trained["val_fraction"])
     source = open_source(spec, features)
-    policy = trained.get("out_of_set", "wrong")
+    policy = trained["out_of_set"]
     questions = predictor.questions(rows[split], source, split, policy)
     batch_size = spec.batch_size if settings.batch_size is None else settings.batch_size
     workers = default_workers() if settings.workers is None else settings.workers

@@ -9,9 +9,9 @@ are refused with the flag's name, never replaced by a default.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from masn.errors import InvalidInput
 from masn.model.config import Fusion, Mode, Streams, Task
@@ -130,6 +130,14 @@ def _check_ranges(settings: TrainSettings) -> None:
         if not valid:
             flag = "--" + name.replace("_", "-")
             raise InvalidInput(f"{flag} must be {wanted}, got {getattr(settings, name)!r}")
+
+
+def train_defaults() -> dict[str, Any]:
+    """``masn train``'s default for each setting that has one (None for the required ones)."""
+    return {
+        field.name: None if field.default is MISSING else field.default
+        for field in fields(TrainSettings)
+    }
 
 
 @dataclass(frozen=True)

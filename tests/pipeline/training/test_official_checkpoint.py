@@ -3,6 +3,7 @@ answer through the same path as our models, with the official model's outputs an
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import re
@@ -13,12 +14,14 @@ import pytest
 import torch
 
 import masn
+from masn.extract.store.reader import FeatureStore
+from masn.extract.store.schema import VideoRecord
 from masn.model.official import forward_official, read_official_checkpoint
 from masn.pipeline.cli import main
 from masn.pipeline.qa.datasets import encode_question
 from masn.pipeline.qa.text import official_tokens, tokeniser
 from masn.pipeline.training.checkpoint import load_predictor
-from tests.builders import synthetic_record
+from tests.builders import synthetic_record, write_store
 from tests.model.official_replica import MASN as OfficialMASN
 from tests.model.official_replica import save_official_checkpoint
 
@@ -56,6 +59,26 @@ def import_command(checkpoint: Path, task: str, out: Path) -> list[str]:
             "--vocabulary", str(vocabulary), "--task", task, "--out", str(out)]  # fmt: skip
 
 
+def official_inputs(record: VideoRecord, ids: np.ndarray, length: int) -> dict[str, np.ndarray]:
+    """One question on ``record`` as the official loader feeds it: T frames, zero-padded."""
+
+    def padded(array: np.ndarray) -> np.ndarray:
+        full = np.zeros((T, *array.shape[1:]), dtype=np.float64)
+        full[: len(array)] = array
+        return full[None]
+
+    return {
+        "res_avg": padded(record.appearance),
+        "i3d_avg": padded(record.motion),
+        "res_obj": padded(record.appearance_objects),
+        "i3d_obj": padded(record.motion_objects),
+        "bbox": padded(record.box_geometry),
+        "video_length": np.array([len(record.appearance)]),
+        "tokens": ids[None],
+        "lengths": np.array([length]),
+    }
+
+
 def test_an_imported_model_answers_as_the_official_one(tmp_path, capsys):
     checkpoint = write_official(tmp_path, "FrameQA", ANSWERS)
     out = tmp_path / "runs" / "official" / "best.pt"
@@ -78,21 +101,7 @@ def test_an_imported_model_answers_as_the_official_one(tmp_path, capsys):
     record = synthetic_record("video.mp4", frames=5)
     result = masn.load(out.parent, device="cpu").answer(record, QUESTION)
 
-    def padded(array: np.ndarray) -> np.ndarray:
-        full = np.zeros((T, *array.shape[1:]), dtype=np.float64)
-        full[: len(array)] = array
-        return full[None]
-
-    inputs = {
-        "res_avg": padded(record.appearance),
-        "i3d_avg": padded(record.motion),
-        "res_obj": padded(record.appearance_objects),
-        "i3d_obj": padded(record.motion_objects),
-        "bbox": padded(record.box_geometry),
-        "video_length": np.array([5]),
-        "tokens": ids[None],
-        "lengths": np.array([length]),
-    }
+    inputs = official_inputs(record, ids, length)
     logits = forward_official(read_official_checkpoint(checkpoint), "FrameQA", inputs)[0]
     scores = torch.from_numpy(logits).softmax(-1).numpy()
     order = np.argsort(-scores)
@@ -151,3 +160,37 @@ def test_a_vocabulary_that_does_not_fit_is_refused(tmp_path, caplog, damage, mes
 class Evil:
     def __reduce__(self):
         return (os.system, ("echo never",))
+
+
+def test_masn_evaluate_scores_an_imported_model_like_the_official_forward(tmp_path):
+    """TGIF-QA FrameQA files and a store of six GIFs: every prediction of `masn evaluate` is the
+    official model's argmax on the same (stored) features and token ids."""
+    checkpoint = write_official(tmp_path, "FrameQA", ANSWERS)
+    out = tmp_path / "official.pt"
+    assert main(import_command(checkpoint, "frameqa", out)) == 0
+    annotations = tmp_path / "tgif-qa"
+    annotations.mkdir()
+    header = "gif_name\tquestion\tanswer\ttype\tvid_id\tkey\tdescription"
+    gifs = [f"tumblr_{index}" for index in range(6)]
+    for split in ("Train", "Test"):
+        lines = [header] + [
+            f"{gif}\twhat is the man doing ?\t{ANSWERS[i % 4]}\t0\tFRAMEQA{i}\t{i}\ta man ."
+            for i, gif in enumerate(gifs)
+        ]
+        (annotations / f"{split}_frameqa_question.csv").write_text("\n".join(lines) + "\n")
+    store = write_store(tmp_path / "tgif.h5", [synthetic_record(gif, frames=3) for gif in gifs])
+    report = tmp_path / "evaluation"
+    command = ["evaluate", "--checkpoint", str(out), "--annotations", str(annotations),
+               "--features", str(store), "--out", str(report), "--device", "cpu",
+               "--workers", "0"]  # fmt: skip
+    assert main(command) == 0
+    predictions = [json.loads(line) for line in (report / "predictions.jsonl").open()]
+    assert len(predictions) == 6
+    official = read_official_checkpoint(checkpoint)
+    ids, length = encode_question("what is the man doing ?", (), load_predictor(out).vocabulary,
+                                  tokeniser("official"))  # fmt: skip
+    with FeatureStore(store) as features:
+        for line in predictions:
+            record = features.read(line["video"])
+            logits = forward_official(official, "FrameQA", official_inputs(record, ids, length))
+            assert line["prediction"] == ANSWERS[int(np.argmax(logits[0]))], line["video"]
