@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo setup test test-fast lint bench weights extract train evaluate clean
+.PHONY: demo setup test test-fast lint bench gpu-check weights extract train evaluate clean
 
 setup: $(STAMP)
 
@@ -56,6 +56,12 @@ bench: $(STAMP)
 	$(BIN)/masn bench train
 	$(BIN)/masn bench extract
 	$(BIN)/masn bench memory
+
+# The install and the GPU checked, then measured against the targets at the paper's sizes: one
+# JSON, also written to bench/results/. DEVICE=cpu runs the same code with small sizes.
+DEVICE ?= cuda
+gpu-check: $(STAMP)
+	$(BIN)/masn doctor --device $(DEVICE)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

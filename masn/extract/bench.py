@@ -41,7 +41,7 @@ from masn.extract.settings import (
 )
 from masn.extract.video.decode import decode_video
 from masn.extract.video.sources import list_videos
-from masn.runtime import autocast, default_precision, resolve_device
+from masn.runtime import autocast, default_precision, device_name, resolve_device
 from masn.weights.installed import ROLE_FILES
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ def run_extract_bench(settings: ExtractBenchSettings) -> dict[str, Any]:
     video_seconds = spec["videos"] * spec["seconds"] / summary.seconds
     return {
         "benchmark": "extraction",
-        "device": torch.cuda.get_device_name(target) if target.type == "cuda" else "CPU",
+        "device": device_name(target),
         "size": size,
         "precision": precision,
         "batch_size": batch_size,

@@ -276,6 +276,12 @@ BENCH_SIZES: dict[str, dict[str, Any]] = {
         "frame": (96, 128),
         "detector": DetectorConfig(min_size=96, max_size=160, post_nms_top_n=12),
     },
+    "tiny": {  # the CPU self-test of masn doctor: three sampled frames
+        "videos": 1,
+        "seconds": 2.0,
+        "frame": (64, 96),
+        "detector": DetectorConfig(min_size=64, max_size=107, post_nms_top_n=4),
+    },
 }
 BenchSize = Literal[tuple(BENCH_SIZES)]  # type: ignore[valid-type]
 MEMORY_LIMIT = 1.2  # the longest video's peak memory over the shortest's, at most
@@ -289,7 +295,8 @@ class ExtractBenchSettings(Checked):
     device: str = "auto"
     """auto (CUDA if present), cpu, cuda or cuda:N."""
     size: BenchSize | None = None
-    """full: the Caffe sizes 600/1000 with 300 proposals (default on GPU); small: CPU."""
+    """full: the Caffe sizes 600/1000 with 300 proposals (default on GPU); small: CPU; tiny:
+    one short video (the CPU self-test)."""
     batch_size: int = 8
     """Sampled frames per network batch."""
     workers: int = 2

@@ -40,6 +40,7 @@ COMMANDS = (
     "model",
     "weights",
     "bench",
+    "doctor",
     "synergy",
 )
 VERBOSE, QUIET = ("-v", "--verbose"), ("-q", "--quiet")

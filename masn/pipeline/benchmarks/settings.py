@@ -17,6 +17,8 @@ from masn.settings import Checked
 
 OFFICIAL_H100_SAMPLES_PER_S = {"frameqa": 477, "count": 486, "action": 54}
 TARGET_H100_SAMPLES_PER_S = {"frameqa": 1500, "count": 1500, "action": 600}
+# Largest |bf16 - fp32| model output, relative to the largest fp32 output, that bf16 may give.
+BF16_TOLERANCE = 0.05
 
 
 @dataclass(frozen=True)
@@ -108,3 +110,25 @@ class TrainBenchSettings(Checked):
             raise InvalidInput(
                 f"--steps must be >= 1, --warmup >= 0; got {self.steps}, {self.warmup}"
             )
+
+
+@dataclass(frozen=True)
+class DoctorSettings(Checked):
+    """Check this install and device, then measure it against the targets (make gpu-check).
+
+    Checks CUDA and bf16 (GPU), torchvision's compiled nms and roi_align, runs the gpu-marked
+    tests (in a checkout), then bench model, train and extract: at the paper's sizes in bf16 on a
+    GPU, each figure with its target and pass/fail; with small sizes on a CPU (a self-test).
+    Prints one JSON and writes it to RESULTS/<date>-<device>.json; exit 1 if a check failed.
+    """
+
+    device: str = "auto"
+    """auto (CUDA if present), cpu, cuda or cuda:N."""
+    results: Path = Path("bench/results")
+    """Folder of the JSON records."""
+    tests: bool = True
+    """Run the gpu-marked tests (needs a checkout and a GPU)."""
+
+    def check(self) -> None:
+        super().check()
+        check_device(self.device)
