@@ -19,7 +19,6 @@ import contextlib
 import contextvars
 import dataclasses
 import functools
-import json
 import types
 import typing
 from collections.abc import Iterator, Mapping
@@ -131,11 +130,6 @@ def _plain(value: Any) -> Any:
 def dump(settings: Any) -> str:
     """YAML text of the settings, fields in their declared order."""
     return yaml.safe_dump(to_dict(settings), sort_keys=False, allow_unicode=True)
-
-
-def dump_json(settings: Any) -> str:
-    """One-line JSON of the settings (for HDF5 attributes and JSON reports)."""
-    return json.dumps(to_dict(settings), sort_keys=False)
 
 
 def from_dict(kind: type[S], data: Any, where: str = "settings") -> S:
