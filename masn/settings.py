@@ -2,7 +2,7 @@
 
 Every command's settings are one (possibly nested) frozen dataclass deriving from
 :class:`Checked`; its command-line flags are generated from it (``masn.pipeline.cli``), and this
-module turns it into YAML or JSON and back.
+module writes it as YAML and reads it from YAML or JSON.
 ``dump`` and ``load`` are inverses: ``dump(load(dump(s)))`` is ``dump(s)``, so the output of
 ``--print-config`` fed back through ``--config`` prints the very same text. Run folders and
 feature stores keep ``dump`` of the settings that made them.
