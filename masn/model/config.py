@@ -37,6 +37,10 @@ class MASNConfig:
         (``dual``), only the all-mixed one (``single``), or skips the fusion module (``none``:
         the concatenated module outputs go straight to attention pooling). A single stream
         always skips the fusion module, which needs both.
+    standardize:
+        Standardise each feature dimension with training-set statistics held as buffers
+        (:mod:`masn.model.scaling`; ``masn train --standardize`` sets them). Off by default: the
+        paper's network reads the features as they are.
     """
 
     vocab_size: int
@@ -55,6 +59,7 @@ class MASNConfig:
     attention_rank: int = 3
     streams: Streams = "both"
     fusion: Fusion = "full"
+    standardize: bool = False
 
     def __post_init__(self) -> None:
         _check_choice("task", self.task, ("count", "open_ended", "multiple_choice"))

@@ -14,6 +14,7 @@ from masn.model.location import sinusoid_table
 from masn.model.masking import length_mask
 from masn.model.pooling import AttentionPool
 from masn.model.question import QuestionEncoder
+from masn.model.scaling import FeatureScaling
 from masn.model.stream import StreamModule
 
 BOX_FIELDS = 6  # x1/W, y1/H, x2/W, y2/H, w/W, h/H
@@ -74,6 +75,9 @@ class MASN(nn.Module):
         super().__init__()
         self.config = config
         self.question = QuestionEncoder(config, word_vectors)
+        self.scaling = (
+            FeatureScaling(config.appearance_dim, config.motion_dim) if config.standardize else None
+        )
         self.box_encoding = nn.Linear(BOX_FIELDS, config.location_dim)
         streams = {"appearance": config.appearance_dim, "motion": config.motion_dim}
         kept = streams if config.streams == "both" else {config.streams: streams[config.streams]}
@@ -98,6 +102,8 @@ class MASN(nn.Module):
         full token width S; padded words are masked wherever they could matter.
         """
         config = self.config
+        if self.scaling is not None:
+            video = self.scaling(video)
         batch, frames, objects = video.appearance_objects.shape[:3]
         device = video.boxes.device
         candidates = self._check_question(tokens, lengths, batch)

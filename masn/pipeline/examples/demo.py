@@ -1,15 +1,19 @@
 """`masn demo`: the whole pipeline on the bundled sample, in minutes, on any machine.
 
-Real videos and rendered clips in (pipeline/sample.py), features out (`masn extract`), MASN
-trained on each question kind (open-ended, count, multiple choice), evaluated, and one question
-about Big Buck Bunny answered with its attention figure. With the published weights installed
-(`make weights`) the networks are the paper's; otherwise they are random and the demo says so
-loudly. On a CPU the detector runs at a reduced input size so that the demo stays within a few
-minutes; everything else is the real code path with the real defaults of each stage.
+Rendered clips and a real video in (``demo_sample.py``), features out (`masn extract`), MASN
+trained on each question kind (open-ended, count, multiple choice), evaluated on held-out clips
+next to a baseline without the video, one held-out question answered with its attention figure,
+and the real video's detector boxes drawn. With the published weights installed (`masn weights
+fetch`) the networks are the paper's; otherwise they are random and the demo says so loudly.
+Random networks still tell the clips' colours, shapes and motions apart, a little: MASN learns
+from such features with per-dimension standardisation (``--standardize`` of `masn train`),
+which the demo always uses. On a CPU the networks read small frames and the detector classifies
+few proposals, so that the demo stays within minutes; everything else is the real code path.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import replace
 from pathlib import Path
@@ -20,15 +24,11 @@ import torch
 from masn.extract.networks.feature_networks import RANDOM_WEIGHTS_WARNING
 from masn.extract.run.collection import run_extraction
 from masn.extract.settings import DetectorConfig, ExtractionConfig, ExtractSettings, RunOptions
+from masn.extract.show import sampled_frames, show_figure
+from masn.extract.store.reader import FeatureStore
 from masn.pipeline.answering.answer import answer_video
 from masn.pipeline.answering.settings import AnswerSettings
-from masn.pipeline.examples.demo_sample import (
-    DEMO_QUESTION,
-    DEMO_VIDEO,
-    KINDS,
-    prepare_videos,
-    questions_dir,
-)
+from masn.pipeline.examples.demo_sample import KINDS, REAL_KEY, prepare_videos, questions_dir
 from masn.pipeline.examples.settings import DemoSettings
 from masn.pipeline.training.evaluate import run_evaluate
 from masn.pipeline.training.settings import GLOVE_FILE, EvaluateSettings, TrainSettings
@@ -39,22 +39,47 @@ from masn.weights.installed import ROLE_FILES
 
 log = logging.getLogger(__name__)
 
-# Detector input on a CPU: short side / long-side cap / proposals (the paper: 600 / 1000 / 300).
-CPU_DETECTOR = DetectorConfig(min_size=192, max_size=320, post_nms_top_n=36)
+# On a CPU: whole frames at 112 pixels for ResNet-152 and I3D (the paper: 224), and a detector
+# that pools 7 x 7 regions (14 x 14). Random networks: one proposal of a 64-pixel frame and one
+# box (their boxes mean nothing, and ten copies of one box tell MASN no more than one);
+# published weights: 10 proposals of a 192-pixel frame (the paper: 300 of 600) and 10 boxes.
+CPU_FRAME_SIZE = 112
+CPU_DETECTOR = {
+    "random": DetectorConfig(min_size=64, max_size=107, post_nms_top_n=1, pool_size=7, boxes=1),
+    "published": DetectorConfig(min_size=192, max_size=320, post_nms_top_n=10, pool_size=7),
+}
+BASELINES = {
+    "open_ended": "majority_baseline",
+    "count": "mean_baseline",
+    "multiple_choice": "answer_only_baseline",
+}
+TITLES = {"open_ended": "open-ended", "count": "count", "multiple_choice": "multiple choice"}
 
 
-def _extraction(settings: DemoSettings, device: torch.device) -> ExtractionConfig:
-    if settings.quick:  # one sampled frame per 2 s, tiny detector: seconds per video
-        detector = DetectorConfig(min_size=96, max_size=160, post_nms_top_n=12)
-        return ExtractionConfig(sample_every=12, frame_size=112, detector=detector)
+def _extraction(settings: DemoSettings, device: torch.device, real: bool) -> ExtractionConfig:
+    if settings.quick:  # one sampled frame per 2 s, tiny networks: a second per video
+        detector = DetectorConfig(min_size=48, max_size=80, post_nms_top_n=1, pool_size=7, boxes=1)
+        return ExtractionConfig(sample_every=12, frame_size=64, detector=detector)
     if device.type == "cpu":
-        return ExtractionConfig(detector=CPU_DETECTOR)
+        detector = CPU_DETECTOR["published" if real else "random"]
+        return ExtractionConfig(frame_size=CPU_FRAME_SIZE, detector=detector)
     return ExtractionConfig(precision="bf16")
 
 
 def weights_installed(folder: Path) -> bool:
-    """Whether `make weights` has installed all three converted networks in ``folder``."""
+    """Whether `masn weights fetch` has installed all three converted networks in ``folder``."""
     return all((folder / name).is_file() for name in ROLE_FILES.values())
+
+
+def _banner(weights: Path) -> None:
+    log.warning(
+        "%s\n#  No published weights in %s: the demo runs with RANDOM networks.\n"
+        "#  The pipeline is real; MASN still learns the clips' questions from random\n"
+        "#  features, but on real videos the answers mean nothing. Get the paper's weights\n"
+        "#  with `masn weights fetch` (in a checkout: `make weights`).",
+        RANDOM_WEIGHTS_WARNING,
+        weights,
+    )
 
 
 def run_demo(settings: DemoSettings) -> dict[str, Any]:
@@ -64,19 +89,15 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
     weights = cache_dir()
     real = weights_installed(weights)
     if not real:
-        log.warning(
-            "%s\n#  No published weights in %s: the demo runs with RANDOM networks.  The\n"
-            "#  pipeline is real, the answers are meaningless. `make weights` fixes that.",
-            RANDOM_WEIGHTS_WARNING,
-            weights,
-        )
+        _banner(weights)
     glove = weights / GLOVE_FILE
     if not glove.is_file():
-        log.warning("no %s: random word vectors (run `make weights` for GloVe)", glove)
+        log.warning("no %s: random word vectors (`masn weights fetch` gets GloVe)", glove)
 
+    log.info("[1/6] rendering the sample clips into %s", out / "videos")
     videos = prepare_videos(out / "videos")
     store = out / "features.h5"
-    extraction = _extraction(settings, device)
+    extraction = _extraction(settings, device, real)
     extract = ExtractSettings(
         out=store,
         videos=videos,
@@ -85,62 +106,31 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
         features=extraction,
         run=RunOptions(str(device), batch_size=8, workers=0 if settings.quick else 1),
     )
-    log.info("[1/5] extracting features of %s into %s", videos, store)
+    log.info("[2/6] extracting features of %s into %s", videos, store)
     if run_extraction(extract) != 0:
         raise RuntimeError(f"feature extraction stored no video; see {store}.failures.jsonl")
-
+    words = str(glove) if glove.is_file() else "random"
     summary: dict[str, Any] = {
         "random_weights": not real,
-        "word_vectors": str(glove) if glove.is_file() else "random",
+        "word_vectors": words,
         "device": str(device),
         "videos": str(videos),
         "features": str(store),
         "runs": {},
     }
-    base = TrainSettings(
-        task="custom",
-        features=str(store),
-        glove=str(glove) if glove.is_file() else "random",
-        hidden=64 if settings.quick else settings.hidden,
-        lr=settings.lr,
-        epochs=settings.epochs,
-        patience=settings.epochs,
-        batch_size=settings.batch_size,
-        workers=0,
-        device=str(device),
-        log_every=10,
-        seed=settings.seed,
-    )
-    for number, kind in enumerate(KINDS, start=2):
+    base = training_settings(settings, store, words, device)
+    for number, kind in enumerate(KINDS, start=3):
         run = out / "runs" / kind
-        log.info("[%d/5] training and evaluating MASN on %s questions -> %s", number, kind, run)
-        config = replace(
-            base,
-            annotations=str(questions_dir(kind)),
-            out=str(run),
-            resume=(run / "last.pt").exists(),  # a second demo run reuses the first's training
-        )
-        report = train(config)
-        evaluated = run_evaluate(
-            EvaluateSettings(
-                checkpoint=run / "best.pt", out=run / "evaluate-test", device=str(device), workers=0
-            )
-        )
-        summary["runs"][kind] = {
-            "run": str(run),
-            "test": evaluated["masn"],
-            "answer_only_baseline": evaluated.get("answer_only_baseline"),
-            "selected_epoch": report["selected_epoch"],
-            "report": str(run / "report.json"),
-            "metrics": str(run / "evaluate-test" / "metrics.json"),
-            "predictions": str(run / "evaluate-test" / "predictions.jsonl"),
-        }
+        log.info("[%d/6] training and evaluating MASN on %s questions -> %s", number, kind, run)
+        summary["runs"][kind] = train_and_evaluate(base, kind, run, device)
 
-    log.info("[5/5] answering %r about %s", DEMO_QUESTION, DEMO_VIDEO)
-    summary["answer"] = answer_video(
+    question = _held_out_question(Path(summary["runs"]["open_ended"]["predictions"]))
+    video, text = question["video"], question["question"]
+    log.info("[6/6] answering %r about the held-out clip %s", text, video)
+    answer = answer_video(
         AnswerSettings(
-            video=videos / DEMO_VIDEO,
-            question=DEMO_QUESTION,
+            video=videos / video,
+            question=text,
             checkpoint=out / "runs" / "open_ended" / "best.pt",
             out=out / "answer.png",
             weights=weights if real else None,
@@ -149,21 +139,128 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
             features=extraction,
         )
     )
+    summary["answer"] = {**answer, "expected": question["answer"]}
+    summary["real_video"] = str(_draw_real_video(store, out / "bigbuckbunny.png", real))
     return summary
 
 
+def training_settings(
+    settings: DemoSettings, store: Path, glove: str, device: torch.device | str
+) -> TrainSettings:
+    """`masn train` settings of every question kind (``glove``: a GloVe file or "random"):
+    standardised features, every epoch run, the best on the validation videos kept."""
+    return TrainSettings(
+        task="custom",
+        features=store,
+        glove=glove,
+        frames=settings.frames,
+        hidden=settings.hidden,
+        dropout=settings.dropout,
+        standardize=True,
+        lr=settings.lr,
+        epochs=settings.epochs,
+        patience=settings.epochs,
+        batch_size=settings.batch_size,
+        workers=0,
+        device=str(device),
+        log_every=100,
+        seed=settings.seed,
+    )
+
+
+def train_and_evaluate(
+    base: TrainSettings, kind: str, run: Path, device: torch.device | str
+) -> dict[str, Any]:
+    """Trains one question kind (resuming a finished or interrupted run) and evaluates it on
+    the held-out clips; returns MASN's test figures, the baseline's and where they went."""
+    config = replace(
+        base,
+        annotations=questions_dir(kind),
+        out=run,
+        resume=(run / "last.pt").exists(),  # a second demo run reuses the first's training
+    )
+    report = train(config)
+    evaluated = run_evaluate(
+        EvaluateSettings(
+            checkpoint=run / "best.pt", out=run / "evaluate-test", device=str(device), workers=0
+        )
+    )
+    return {
+        "run": str(run),
+        "test": evaluated["masn"],
+        "baseline": evaluated[BASELINES[kind]],
+        "selected_epoch": report["selected_epoch"],
+        "report": str(run / "report.json"),
+        "metrics": str(run / "evaluate-test" / "metrics.json"),
+        "predictions": str(run / "evaluate-test" / "predictions.jsonl"),
+    }
+
+
+def _held_out_question(predictions: Path) -> dict[str, Any]:
+    """The held-out open-ended question the model answered right with the highest score
+    (the first question if it got none right)."""
+    lines = [json.loads(line) for line in predictions.read_text().splitlines()]
+    right = [line for line in lines if line["correct"]]
+    if not right:
+        log.warning("MASN answered no held-out open-ended question right")
+        return lines[0]
+    return max(right, key=lambda line: line["top"][0][1])
+
+
+def _draw_real_video(store: Path, out: Path, real: bool) -> Path:
+    """The real video's sampled frames with the detector's boxes, labels and attributes."""
+    with FeatureStore(store) as features:
+        record = features.read(REAL_KEY)
+        fps = features.provenance.config.get("fps", 6.0)
+    figure = show_figure(record, sampled_frames(record, fps))
+    networks = "the published detector" if real else "a RANDOM detector (boxes mean nothing)"
+    figure.suptitle(f"Big Buck Bunny, a real video: boxes and labels of {networks}")
+    figure.savefig(out, dpi=110)
+    return out
+
+
+def _figure(kind: str, result: dict[str, Any] | None) -> str:
+    if result is None or result.get("questions", 0) == 0:
+        return "-"
+    if kind == "count":
+        return f"MSE {result['mse']:.2f}"
+    return f"{result['accuracy']:.1f} %"
+
+
+def results_table(runs: dict[str, dict[str, Any]]) -> list[str]:
+    """Held-out results per question kind next to the baseline without the video and chance."""
+    rows = [("kind", "test questions", "MASN", "baseline without the video", "chance")]
+    for kind, run in runs.items():
+        test, baseline = run["test"], run["baseline"]
+        if kind == "open_ended":
+            without = f"{_figure(kind, baseline)} (always {baseline['answer']!r})"
+            chance = f"{baseline['chance']:.1f} %"
+        elif kind == "count":
+            without = f"{_figure(kind, baseline)} (always {baseline['mean']:.2f})"
+            chance = f"MSE {baseline['chance_mse']:.2f}"
+        else:
+            without = f"{_figure(kind, baseline)} (answer only)"
+            chance = f"{baseline['chance']:.1f} %"
+        rows.append((TITLES[kind], str(test["questions"]), _figure(kind, test), without, chance))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+
+
 def outline(summary: dict[str, Any]) -> str:
-    """A short plain-text account of what ran and where every output went."""
+    """A plain-text account of the results and where every output went."""
     lines = ["", "MASN demo finished" + (" (RANDOM WEIGHTS)" if summary["random_weights"] else "")]
-    lines.append(f"  videos     {summary['videos']}")
-    lines.append(f"  features   {summary['features']}")
+    lines.append(f"  videos      {summary['videos']}")
+    lines.append(f"  features    {summary['features']}")
     for kind, run in summary["runs"].items():
-        test = run["test"]
-        figure = f"MSE {test['mse']}" if "mse" in test else f"accuracy {test['accuracy']} %"
-        baseline = run.get("answer_only_baseline")
-        extra = f" (answer-only baseline {baseline['accuracy']} %)" if baseline else ""
-        lines.append(f"  {kind:<16} test {figure}{extra}; run {run['run']}")
+        lines.append(f"  {TITLES[kind]:<11} {run['run']} (metrics, predictions: evaluate-test/)")
+    lines += ["", "Held-out clips (never seen in training):", *results_table(summary["runs"])]
     answer = summary["answer"]
-    lines.append(f"  answer     {answer['question']!r} -> {answer['answer']!r}")
-    lines.append(f"  figure     {answer['figure']}")
+    verdict = "right" if answer["answer"] == answer["expected"] else "wrong"
+    lines += [
+        "",
+        f"  {answer['video']}",
+        f"  {answer['question']!r} -> {answer['answer']!r} ({verdict})",
+        f"  attention figure  {answer['figure']}",
+        f"  real video        {summary['real_video']} (its detector boxes)",
+    ]
     return "\n".join(lines)

@@ -1,6 +1,8 @@
-"""The answer-only baseline for multiple choice: candidates alone, no video, no question.
+"""Baselines reported next to MASN: what an answer is worth without the video.
 
-TGIF-QA's wrong candidates are drawn so that the right one often stands out on its own
+Open-ended: always the most frequent training answer. Count: always the mean training count.
+Multiple choice: the answer-only model, candidates alone, no video, no question. TGIF-QA's
+wrong candidates are drawn so that the right one often stands out on its own
 (YunseokJANG/tgif-qa#18 reports > 90 % for answer-only models on Action and Transition).
 Reporting this baseline next to MASN shows how much of an accuracy comes from the video and
 the question. The model scores a candidate from the mean of its word vectors (initialised from
@@ -10,6 +12,7 @@ MASN's GloVe rows, then trained) through a small MLP, with cross-entropy over th
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -18,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from masn.model import MASN
+from masn.model.heads import COUNT_RANGE
 from masn.pipeline.qa.annotations import QARow
 from masn.pipeline.qa.datasets import Questions
 from masn.pipeline.qa.text import Tokeniser, Vocabulary
@@ -95,3 +99,38 @@ def answer_only_baseline(
     }
     log.info("answer-only baseline: %s %% (chance %s %%)", result["accuracy"], result["chance"])
     return result
+
+
+def majority_baseline(train: list[QARow], test: Questions, classes: int) -> dict[str, Any]:
+    """Open-ended: accuracy of always giving the most frequent training answer, and chance
+    (one of the ``classes`` answer classes at random)."""
+    if not train:
+        raise ValueError("the majority baseline needs training questions")
+    answer = Counter(str(row.answer) for row in train).most_common(1)[0][0]
+    correct = sum(str(row.answer) == answer for row in test.rows)
+    return {
+        "questions": len(test),
+        "accuracy": round(100 * correct / len(test), 4) if len(test) else None,
+        "answer": answer,
+        "chance": round(100 / classes, 2),
+        "inputs": "the most frequent training answer",
+    }
+
+
+def mean_baseline(train: list[QARow], test: Questions) -> dict[str, Any]:
+    """Count: MSE of always answering the mean training count, and of chance (a count drawn
+    uniformly from the training range)."""
+    counts = [max(int(row.answer), 1) for row in train]
+    if not counts:
+        raise ValueError("the mean baseline needs training questions")
+    mean = float(np.mean(counts))
+    labels = np.clip(np.round(test.targets.astype(np.float64)), *COUNT_RANGE)
+    guesses = np.arange(min(counts), max(counts) + 1, dtype=np.float64)
+    chance = np.square(guesses[None, :] - labels[:, None]).mean() if len(labels) else None
+    return {
+        "questions": len(test),
+        "mse": round(float(np.square(labels - mean).mean()), 4) if len(labels) else None,
+        "mean": round(mean, 4),
+        "chance_mse": None if chance is None else round(float(chance), 4),
+        "inputs": "the mean training count",
+    }

@@ -1,9 +1,10 @@
 """Evaluation: a model over a split, metrics per question type, per-question predictions.
 
 ``masn evaluate`` reads a checkpoint, rebuilds the task's splits with the checkpoint's
-vocabulary and answer classes, and writes ``metrics.json`` and ``predictions.jsonl``. For the
-multiple-choice tasks it also trains and reports the answer-only baseline (``baseline.py``)
-next to MASN, because TGIF-QA's candidates alone give much of the answer away.
+vocabulary and answer classes, and writes ``metrics.json`` and ``predictions.jsonl``. Next to
+MASN it reports a baseline without the video (``baseline.py``): the majority answer
+(open-ended), the mean count (count), or the answer-only model (multiple choice), because
+TGIF-QA's candidates alone give much of the answer away.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from masn.pipeline.qa.loading import Loading, evaluation_batches, loader
 from masn.pipeline.qa.prepare import open_source
 from masn.pipeline.qa.tasks import TaskSpec, load_splits
 from masn.pipeline.qa.text import tokeniser
-from masn.pipeline.training.baseline import answer_only_baseline
+from masn.pipeline.training.baseline import answer_only_baseline, majority_baseline, mean_baseline
 from masn.pipeline.training.checkpoint import Predictor, load_predictor
 from masn.pipeline.training.distributed import Process
 from masn.pipeline.training.metrics import Tally
@@ -168,6 +169,11 @@ def run_evaluate(settings: EvaluateSettings) -> dict[str, Any]:
         report["answer_only_baseline"] = answer_only_baseline(
             model, rows["train"], questions, predictor.vocabulary, tokenise, seed
         )
+    elif settings.baseline and spec.head == "count":
+        report["mean_baseline"] = mean_baseline(rows["train"], questions)
+    elif settings.baseline and predictor.answers is not None:
+        classes = len(predictor.answers)
+        report["majority_baseline"] = majority_baseline(rows["train"], questions, classes)
     out = settings.out
     folder = Path(out) if out is not None else Path(checkpoint).parent / f"evaluate-{split}"
     folder.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,16 @@ GLOVE_FILE = "glove.42B.300d.zip"
 
 # Settings that must not change when a run resumes: they shape the data, the model or the loop.
 DATA_SETTINGS = ("task", "head", "tokenizer", "frames", "sampling", "val_fraction", "glove")
-MODEL_SETTINGS = ("mode", "hidden", "dropout", "streams", "fusion", "out_of_set", "answers_top")
+MODEL_SETTINGS = (
+    "mode",
+    "hidden",
+    "dropout",
+    "streams",
+    "fusion",
+    "standardize",
+    "out_of_set",
+    "answers_top",
+)
 LOOP_SETTINGS = ("batch_size", "lr", "seed", "select_on")
 FIXED_ON_RESUME = DATA_SETTINGS + MODEL_SETTINGS + LOOP_SETTINGS
 
@@ -88,6 +97,10 @@ class TrainSettings(Checked):
     """Table 3 ablations: both modules, or the appearance / motion module alone."""
     fusion: Fusion = "full"
     """Table 3 ablations: all three fusion attentions, dual, single, or none."""
+    standardize: bool = False
+    """Standardise each feature dimension with its mean and standard deviation over the
+    training videos (kept in the checkpoint, applied by evaluate and answer too); for features
+    that differ little between videos, e.g. from random networks. Off: the paper's inputs."""
     workers: int | None = None
     """Data loading processes (default: the CPU cores of this rank's share of the node)."""
     device: str = "auto"
@@ -167,7 +180,8 @@ class EvaluateSettings(Checked):
     precision: Precision | None = None
     """Default: fp32."""
     baseline: bool = True
-    """Multiple choice: also train and report the answer-only baseline."""
+    """Also report a baseline without the video: the majority answer (open-ended), the mean
+    count (count), the answer-only model (multiple choice)."""
     seed: int | None = None
     """Seed of the validation split and the baseline (default: the training run's)."""
 

@@ -47,6 +47,7 @@ from masn.pipeline.training.metrics import selection_metric
 from masn.pipeline.training.resume import LoopState, position, rng_state, set_rng_state
 from masn.pipeline.training.run_log import RunLog
 from masn.pipeline.training.settings import FIXED_ON_RESUME, GLOVE_FILE, TrainSettings
+from masn.pipeline.training.standardize import feature_statistics
 from masn.runtime import autocast, default_precision, default_workers, resolve_device
 from masn.settings import to_dict
 from masn.settings import write as write_settings
@@ -151,9 +152,14 @@ class Trainer:
             dropout=config.dropout,
             streams=config.streams,
             fusion=config.fusion,
+            standardize=config.standardize,
             **feature_dims(data.source, train.keys[0]),
         )
-        return MASN(model_config, vectors).to(self.device)
+        model = MASN(model_config, vectors)
+        if model.scaling is not None:
+            statistics = feature_statistics(train, data.source, self.loading, config.seed)
+            model.scaling.set_statistics(statistics)
+        return model.to(self.device)
 
     # -- checkpoints -------------------------------------------------------------------------
 
@@ -191,7 +197,8 @@ class Trainer:
         self.watch.saved = position(self.state)
 
     def _restore(self, payload: dict[str, Any]) -> None:
-        saved = payload["info"]["train_config"]
+        # Settings added since the run started read as their defaults.
+        saved = {**to_dict(TrainSettings()), **payload["info"]["train_config"]}
         current = self._payload({})["info"]["train_config"]
         changed = [k for k in FIXED_ON_RESUME if saved.get(k) != current.get(k)]
         if changed:
