@@ -36,3 +36,14 @@ class UnknownName(UserError, KeyError):
 
 class InUse(UserError, RuntimeError):
     """Another process holds the file or folder; wait for it or choose another."""
+
+
+def root_cause(error: BaseException) -> str:
+    """The innermost exception behind ``error``, as "Type: first line", for one-line messages
+    about a damaged file: readers such as ``torch.load`` wrap the unpickler's own one-line
+    reason into a page of advice (including loading without ``weights_only``, which we never
+    do)."""
+    while (inner := error.__cause__ or error.__context__) is not None:
+        error = inner
+    line = next((text.strip() for text in str(error).splitlines() if text.strip()), "")
+    return f"{type(error).__name__}: {line}" if line else type(error).__name__

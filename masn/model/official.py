@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from masn.errors import InvalidInput, MissingInput, UnknownName
+from masn.errors import InvalidInput, MissingInput, UnknownName, root_cause
 from masn.model.config import MASNConfig, Task
 from masn.model.masn import MASN, VideoFeatures
 from masn.model.unpickle import UnsafeCheckpointError, load_module_pickle, module_state_dict
@@ -176,6 +176,8 @@ def read_official_checkpoint(path: str | Path) -> dict[str, Tensor]:
     path = Path(path)
     if not path.is_file():
         raise MissingInput(f"no checkpoint at {path}")
+    if path.stat().st_size == 0:
+        raise InvalidInput(f"{path} is empty (0 bytes): download the checkpoint again")
     try:
         try:
             loaded = torch.load(path, map_location="cpu", weights_only=True)
@@ -183,9 +185,11 @@ def read_official_checkpoint(path: str | Path) -> dict[str, Tensor]:
             loaded = load_module_pickle(path)
     except UnsafeCheckpointError:
         raise
+    except OSError as error:
+        raise InvalidInput(f"cannot read {path}: {error.strerror or error}") from None
     except Exception as error:  # a damaged pickle can fail in any of the unpickler's steps
         raise InvalidInput(
-            f"{path} is not a readable torch checkpoint ({type(error).__name__}: {error})"
+            f"{path} is not a readable torch checkpoint ({root_cause(error)})"
         ) from None
     state = _unwrap(loaded)
     if not any(key.endswith("h_mat_v") for key in state):

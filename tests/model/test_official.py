@@ -169,6 +169,9 @@ def test_missing_or_unreadable_files(tmp_path):
     with pytest.raises(FileNotFoundError):
         load_official(tmp_path / "absent.pth", "FrameQA")
     junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"junk\.pth is empty \(0 bytes\)"):
+        load_official(junk, "FrameQA")
     for seed in range(64):
         junk.write_bytes(np.random.default_rng(seed).bytes(256))
         with pytest.raises(ValueError, match="not a readable torch checkpoint"):

@@ -41,10 +41,14 @@ from masn.extract.store.store_file import add_video, atomic_hdf5, init_store
 
 log = logging.getLogger(__name__)
 
+_RENAME = (
+    "rename with a key map (--key-map FILE of our_key<TAB>official_key lines; key_map= in Python)"
+)
 _KEY_HINT = {
-    "tgif": "the integer `key` column of the TGIF-QA csv files; pass key_map (gif_name -> key)",
-    "msvd": "'vid' + video id; pass key_map to rename",
-    "msrvtt": "'video' + video id; pass key_map to rename",
+    "tgif": "the integer `key` column of the TGIF-QA csv files; pass a TGIF-QA question file as "
+    "the key map (--key-map Train_count_question.csv; key_map= in Python)",
+    "msvd": f"'vid' + video id; {_RENAME}",
+    "msrvtt": f"'video' + video id; {_RENAME}",
 }
 
 
@@ -91,7 +95,7 @@ def _official_names(
         names = {key: key for key in keys}
     else:
         names = {key: str(key_map[key]) for key in keys if key in key_map}
-        _warn_skipped([key for key in keys if key not in key_map], "have no entry in key_map")
+        _warn_skipped([key for key in keys if key not in key_map], "have no entry in the key map")
     invalid = [name for name in names.values() if not OFFICIAL_KEY[dataset].fullmatch(name)]
     if invalid:
         raise InvalidInput(
@@ -100,7 +104,7 @@ def _official_names(
             f"{_KEY_HINT[dataset]}"
         )
     if len(set(names.values())) != len(names):
-        raise InvalidInput("key_map gives several videos the same official key")
+        raise InvalidInput("the key map gives several videos the same official key")
     return names
 
 
@@ -132,7 +136,9 @@ def import_official(
         tables = field_tables(opened)
         complete = _complete_keys(tables, files, skip_incomplete)
         if ours is not None:
-            _warn_skipped([key for key in complete if key not in ours], "have no entry in key_map")
+            _warn_skipped(
+                [key for key in complete if key not in ours], "have no entry in the key map"
+            )
             complete = [key for key in complete if key in ours]
         provenance = Provenance.new(
             {"source": "official MASN features", "dataset": dataset},
@@ -157,7 +163,7 @@ def _our_keys(key_map: Mapping[str, str] | None) -> dict[str, str] | None:
         return None
     inverse = {str(official): key for key, official in key_map.items()}
     if len(inverse) != len(key_map):
-        raise InvalidInput("key_map gives several videos the same official key")
+        raise InvalidInput("the key map gives several videos the same official key")
     return inverse
 
 
@@ -181,7 +187,10 @@ def _complete_keys(
     if problems:
         report = f"of {len(keys)} videos, " + "; ".join(problems)
         if not skip_incomplete:
-            raise InvalidInput(f"{report}. Pass skip_incomplete=True to import only the others")
+            raise InvalidInput(
+                f"{report}; pass --skip-incomplete (skip_incomplete=True in Python) to import "
+                "only the others"
+            )
         log.warning("skipping incomplete videos: %s", report)
     return [key for key in complete if key not in uneven]
 

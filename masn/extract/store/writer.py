@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from masn.atomic import fsync, remove_stale_temporaries, write_text
-from masn.errors import InUse, InvalidInput, MissingInput
+from masn.errors import InUse, InvalidInput
 from masn.extract.store.parts import PartWriter, committed_parts, copy_part
 from masn.extract.store.schema import (
     FeatureDtype,
@@ -54,9 +54,9 @@ log = logging.getLogger(__name__)
 def check_output(path: str | os.PathLike[str]) -> None:
     """Refuses an output path a store cannot be written to, before any work starts.
 
-    The path must not be a folder or a special file (such as /dev/null), its folder must exist
-    and accept new files (the store is replaced by renaming a new file into place), and no other
-    process may be writing it (``InUse``).
+    The path must not be a folder or a special file (such as /dev/null); its folder is created
+    when missing and must accept new files (the store is replaced by renaming a new file into
+    place), and no other process may be writing it (``InUse``).
     """
     path = Path(path)
     where = f"cannot write the feature store {path}:"
@@ -66,10 +66,15 @@ def check_output(path: str | os.PathLike[str]) -> None:
     if path.exists() and not path.is_file():
         raise InvalidInput(f"{where} it is not a regular file; give a path such as features.h5")
     folder = path.parent
-    if not folder.exists():
-        raise MissingInput(f"{where} the folder {folder} does not exist; create it first")
-    if not folder.is_dir():
-        raise InvalidInput(f"{where} {folder} is not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise InvalidInput(f"{where} {folder} is not a folder") from None
+    except OSError as error:
+        raise InvalidInput(
+            f"{where} cannot create its folder {folder} ({error.strerror}); choose a writable "
+            "output folder"
+        ) from None
     probe = folder / f".{path.name}.probe.{os.getpid()}"
     try:
         probe.touch()
@@ -148,12 +153,6 @@ class StoreWriter:
         self.dtype: FeatureDtype = dtype
         self.provenance = Provenance.new(config, weights, settings)
         self._lock_fd: int | None = None
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise InvalidInput(
-                f"cannot create the folder {self.path.parent} of {self.path}: {error.strerror}"
-            ) from None
         check_output(self.path)
         self.parts_dir.mkdir(exist_ok=True)
         self._lock_fd = _lock(self.parts_dir / ".lock", self.path)

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from masn import atomic
-from masn.errors import InvalidInput, MissingInput
+from masn.errors import InvalidInput, MissingInput, root_cause
 from masn.model import MASN, MASNConfig
 from masn.pipeline.qa.annotations import QARow
 from masn.pipeline.qa.answer_set import AnswerSet, OutOfSet
@@ -41,12 +41,16 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise MissingInput(f"no checkpoint at {path} (masn train writes RUN/best.pt)")
+    if path.stat().st_size == 0:
+        raise InvalidInput(f"{path} is empty (0 bytes), not a masn checkpoint; copy it again")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # any unpickling failure means "not one of ours"
+    except OSError as error:
+        raise InvalidInput(f"cannot read {path}: {error.strerror or error}") from None
+    except Exception as error:  # a damaged pickle fails anywhere (even MemoryError): not ours
         raise InvalidInput(
-            f"{path} is not a readable masn checkpoint ({type(error).__name__}: {error}); "
-            "authors' official checkpoints load with masn.model.official.load_official"
+            f"{path} is not a readable masn checkpoint ({root_cause(error)}); "
+            "an official checkpoint of the authors becomes one with `masn model import-official`"
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise InvalidInput(f"{path} is not a masn checkpoint (no format {FORMAT!r})")

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from masn.errors import UserError
+from masn.errors import UserError, root_cause
 
 
 class UnsafePickleError(UserError, pickle.UnpicklingError):
@@ -98,6 +98,5 @@ def load_pickle(path: str | Path) -> Any:
         raise
     except Exception as error:  # a damaged pickle can fail in any of the unpickler's steps
         raise pickle.UnpicklingError(
-            f"{path} is truncated or not a pickle ({type(error).__name__}: {error}); "
-            "download it again"
+            f"{path} is truncated or not a pickle ({root_cause(error)}); download it again"
         ) from None

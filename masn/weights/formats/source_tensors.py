@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from masn.errors import InvalidInput, MissingInput
+from masn.errors import InvalidInput, MissingInput, root_cause
 from masn.weights.formats.safe_pickle import UnsafePickleError, load_pickle
 
 log = logging.getLogger(__name__)
@@ -56,19 +56,9 @@ def read_torch_file(path: str | Path) -> Any:
         raise
     except Exception as error:  # a damaged file can fail anywhere in torch's readers
         raise ConversionError(
-            f"{path} is not a readable torch file ({_root_cause(error)}); it may be truncated: "
+            f"{path} is not a readable torch file ({root_cause(error)}); it may be truncated: "
             "download it again"
         ) from None
-
-
-def _root_cause(error: BaseException) -> str:
-    """The innermost exception behind ``error``, as "Type: first line": torch wraps the
-    unpickler's own one-line reason into a page of advice (including loading without
-    weights_only, which we never do)."""
-    while (inner := error.__cause__ or error.__context__) is not None:
-        error = inner
-    line = next((text.strip() for text in str(error).splitlines() if text.strip()), "")
-    return f"{type(error).__name__}: {line}" if line else type(error).__name__
 
 
 def read_pickle_file(path: str | Path) -> Any:

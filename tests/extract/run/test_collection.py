@@ -232,7 +232,7 @@ def _cuda_absent() -> None:
     [
         ("out-folder", "is a folder; give a file path such as"),
         ("out-devnull", "is not a regular file"),
-        ("out-parent-missing", "does not exist; create it first"),
+        ("out-parent-a-file", "is not a folder"),
         ("out-read-only", "does not accept new files"),
         ("out-in-use", "another process is writing"),
         ("device-cuda", "--device cuda: this PyTorch"),
@@ -259,8 +259,9 @@ def test_cli_mistakes_end_with_one_line_and_exit_2(
         out = tmp_path
     elif case == "out-devnull":
         out = Path("/dev/null")
-    elif case == "out-parent-missing":
-        out = tmp_path / "missing" / "features.h5"
+    elif case == "out-parent-a-file":
+        (tmp_path / "a-file").write_text("")
+        out = tmp_path / "a-file" / "features.h5"
     elif case == "out-read-only":
         out = _read_only_folder(tmp_path) / "features.h5"
     elif case.startswith("device-"):

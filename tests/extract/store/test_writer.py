@@ -13,7 +13,7 @@ from pathlib import Path
 import h5py
 import pytest
 
-from masn.errors import InUse, InvalidInput, MissingInput
+from masn.errors import InUse, InvalidInput
 from masn.extract.store.merge import merge_stores
 from masn.extract.store.reader import FeatureStore
 from masn.extract.store.writer import StoreWriter, check_output
@@ -210,8 +210,13 @@ def test_output_paths_are_checked_before_any_work(tmp_path):
         check_output(tmp_path)
     with pytest.raises(InvalidInput, match="not a regular file"):
         check_output(Path("/dev/null"))
-    with pytest.raises(MissingInput, match="does not exist; create it first"):
-        check_output(tmp_path / "nowhere" / "s.h5")
+    check_output(tmp_path / "new" / "folders" / "s.h5")  # missing folders are created
+    assert (tmp_path / "new" / "folders").is_dir()
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(InvalidInput, match="a-file is not a folder"):
+        check_output(tmp_path / "a-file" / "s.h5")
+    with pytest.raises(InvalidInput, match=r"cannot create its folder .*\(Not a directory\)"):
+        check_output(tmp_path / "a-file" / "below" / "s.h5")
     shard = write_store(tmp_path / "shard.h5", ["a"])
     with pytest.raises(InvalidInput, match="is a folder"):
         merge_stores([shard], tmp_path)
