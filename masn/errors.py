@@ -13,9 +13,27 @@ of ours, may raise these too.
 
 from __future__ import annotations
 
+_WORKER = "Caught "  # how torch's DataLoader starts the message of an error from a worker
+_WORKER_TRACEBACK = "\nOriginal Traceback"
+
 
 class UserError(Exception):
-    """A mistake in what the user gave or set up; the message says what to do."""
+    """A mistake in what the user gave or set up; the message says what to do.
+
+    Raised in a DataLoader worker (a damaged feature file read during training), the error
+    reaches the main process rebuilt by torch as ``type(text)``, where the text is the worker's
+    whole traceback; the message is then the error's own last line again, and the traceback is
+    kept in ``worker_traceback``.
+    """
+
+    def __init__(self, *args: object):
+        self.worker_traceback = ""
+        text = args[0] if len(args) == 1 else None
+        if isinstance(text, str) and text.startswith(_WORKER) and _WORKER_TRACEBACK in text:
+            self.worker_traceback = text
+            last = text.rstrip().splitlines()[-1]  # "masn.errors.InvalidInput: the message"
+            args = (last.partition(": ")[2] or last,)
+        super().__init__(*args)
 
     def __str__(self) -> str:
         # KeyError quotes its message; a user error always reads as plain text.

@@ -216,6 +216,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A user mistake: its message says what to do; -v shows where it came from. Any other
         # exception is a bug and keeps its traceback.
         log.error("%s", error, exc_info=level == logging.DEBUG)
+        if error.worker_traceback:
+            log.debug("raised in a data-loading worker: %s", error.worker_traceback)
         return 2
 
 

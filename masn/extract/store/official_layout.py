@@ -11,7 +11,7 @@ objects (T, 10, 2048), all float32. ``official_reader`` reads them in place;
 Damaged inputs are user errors (``InvalidInput``) naming the file and, where it applies, the
 dataset inside it: a file HDF5 cannot open (empty, text, truncated), a missing group or one that
 is a dataset, a video entry that is a group, an array of the wrong rank, width or type, data
-that cannot be read.
+that cannot be read or that holds NaN or infinite values.
 """
 
 from __future__ import annotations
@@ -207,10 +207,16 @@ def _name(dataset: h5py.Dataset) -> str:
 
 
 def read_dataset(dataset: h5py.Dataset, key: str) -> np.ndarray:
-    """The dataset's array; data HDF5 cannot read means a damaged file."""
+    """The dataset's array; data HDF5 cannot read, and NaN or infinite values (which would
+    only show later as a training loss that is not finite), mean a damaged file."""
     try:
-        return dataset[()]
+        array = dataset[()]
     except OSError as error:
         raise InvalidInput(
             f"{_name(dataset)} (video {key!r}) cannot be read ({_reason(error)}); {_AGAIN}"
         ) from None
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise InvalidInput(
+            f"{_name(dataset)} (video {key!r}) holds NaN or infinite values; {_AGAIN}"
+        )
+    return array

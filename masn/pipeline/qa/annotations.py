@@ -258,7 +258,9 @@ def read_msqa(path: str | Path, dataset: str) -> list[QARow]:
                 f"{where}: entry {index}: negative video_id {entry['video_id']!r}"
             )
         key = f"{_MSQA_PREFIX[dataset]}{entry['video_id']}"
-        rows.append(QARow((key,), question, answer, qtype=question_type(question), source=where))
+        # Entries, not lines, name MSVD-QA / MSRVTT-QA questions: the files are one line long.
+        source = f"{path} entry {index}"
+        rows.append(QARow((key,), question, answer, qtype=question_type(question), source=source))
     if not rows:
         raise AnnotationError(f"{path}: the JSON array has no entries")
     log.debug("read %d %s rows from %s", len(rows), dataset, path)

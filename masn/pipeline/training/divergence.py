@@ -12,6 +12,7 @@ says which checkpoints hold it.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,8 @@ from masn.pipeline.training.resume import LoopState
 
 NO_STEP = 2**62  # "no step yet" for the first non-finite step (a minimum over processes)
 NAMED = 8  # questions named in a divergence message
+# Where a question comes from: "file:line" (TSV, JSONL) or "file entry N" (JSON arrays).
+_PLACE = re.compile(r"(?P<path>.+?)(?::(?P<line>\d+)| entry (?P<entry>\d+))")
 
 
 class Diverged(InvalidInput):
@@ -115,16 +118,22 @@ class DivergenceWatch:
 
 
 def question_names(names: list[str]) -> str:
-    """A few question ids in one line: "file lines 3, 9" for sources, video keys as they are."""
-    lines: dict[str, list[str]] = {}
+    """A few question ids in one line: "file lines 3, 9" for rows of line-based files,
+    "file entries 0, 5" for entries of JSON arrays, video keys as they are."""
+    places: dict[tuple[str, str], list[str]] = {}
     others = []
     for name in names[:NAMED]:
-        path, _, line = name.rpartition(":")
-        if path and line.isdigit():
-            lines.setdefault(path, []).append(line)
+        found = _PLACE.fullmatch(name)
+        if found:
+            unit = "line" if found["line"] else "entry"
+            places.setdefault((found["path"], unit), []).append(found["line"] or found["entry"])
         else:
             others.append(name)
-    parts = [f"{path} line{'s' * (len(n) > 1)} {', '.join(n)}" for path, n in lines.items()]
+    plural = {"line": "lines", "entry": "entries"}
+    parts = [
+        f"{path} {plural[unit] if len(n) > 1 else unit} {', '.join(n)}"
+        for (path, unit), n in places.items()
+    ]
     more = f" and {len(names) - NAMED} more" if len(names) > NAMED else ""
     return ", ".join(parts + others) + more
 

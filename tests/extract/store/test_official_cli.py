@@ -112,6 +112,12 @@ def _text(file):
     file.create_dataset("vid7", data=np.array([b"a", b"b", b"c"]))
 
 
+def _not_finite(file):
+    values = file["image_features/vid7"][()]
+    values[1, 2, 3] = np.inf
+    file["image_features/vid7"][...] = values
+
+
 DAMAGE = {
     "empty": (FILES.appearance, lambda path: path.write_bytes(b""), "file signature not found"),
     "text": (FILES.motion, lambda path: path.write_text("hello\n"), "not a readable HDF5 file"),
@@ -147,6 +153,11 @@ DAMAGE = {
         "disagree on the number of objects",
     ),
     "strings": (FILES.appearance, lambda path: _edit(path, _text), "expected numbers shaped"),
+    "not_finite": (
+        FILES.objects,
+        lambda path: _edit(path, _not_finite),
+        "dataset /image_features/vid7 (video 'vid7') holds NaN or infinite values",
+    ),
 }
 
 
@@ -164,7 +175,7 @@ def test_damaged_official_files_are_one_line_errors(tmp_path, caplog, damage):
     assert not back.exists()
 
 
-@pytest.mark.parametrize("damage", ["empty", "group", "no_objects", "boxes"])
+@pytest.mark.parametrize("damage", ["empty", "group", "no_objects", "boxes", "not_finite"])
 def test_reading_damaged_official_files_in_place_names_them(tmp_path, damage):
     folder = _official(tmp_path)
     name, spoil, words = DAMAGE[damage]

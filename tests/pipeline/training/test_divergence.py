@@ -52,6 +52,9 @@ def test_question_names_group_lines_by_file_and_count_the_rest():
     assert question_names(["a.jsonl:3", "a.jsonl:9", "key", "b.csv:2"]) == (
         "a.jsonl lines 3, 9, b.csv line 2, key"
     )
+    assert question_names(["d/qa.json entry 0", "d/qa.json entry 7", "e.json entry 3"]) == (
+        "d/qa.json entries 0, 7, e.json entry 3"
+    )
     names = [f"t.jsonl:{i}" for i in range(NAMED + 3)]
     assert question_names(names) == "t.jsonl lines 0, 1, 2, 3, 4, 5, 6, 7 and 3 more"
 
