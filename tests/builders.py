@@ -426,6 +426,7 @@ def box_corners(axis: Axes) -> np.ndarray:
 # --------------------------------------------------------------------------- answering
 
 SAMPLE_VIDEO = SAMPLE_DIR / "videos" / "bigbuckbunny.mp4"
+CITY_VIDEO = Path(__file__).with_name("data") / "cityCC0.mpg"  # MPEG-PS, clock from 0.54 s
 # Every 12th 6-fps frame of the sample video, 112-pixel frames: 3 sampled frames.
 COARSE_EXTRACTION = replace(SMALL_EXTRACTION, sample_every=12, frame_size=112)
 QUESTION = "what is the man doing ?"

@@ -32,9 +32,10 @@ from masn.extract.store.writer import StoreWriter
 from masn.extract.video import inputs
 from masn.extract.video.decode import decode_video
 from masn.extract.video.sources import list_videos
-from masn.pipeline.examples.demo_sample import SAMPLE_DIR
 from masn.runtime import autocast
 from tests.builders import (
+    CITY_VIDEO,
+    SAMPLE_VIDEO,
     SMALL_EXTRACTION,
     assert_same_stores,
     box_corners,
@@ -50,7 +51,6 @@ from tests.builders import (
     write_clip,
 )
 
-SAMPLES = SAMPLE_DIR / "videos"
 GOOD = {"bigbuckbunny.mp4", "cityCC0.mpg", "bunny.gif", "bunny.avi", "bunny.mkv", "vfr.mp4"}
 GOOD |= {"single.mp4", "bunny.webm"}
 BAD = {"empty.mp4": "empty file", "notes.mp4": "not a video", "sound.mp4": "no video stream"}
@@ -60,9 +60,9 @@ BAD |= {"truncated.mp4": "truncated or corrupt"}
 @pytest.fixture(scope="module")
 def collection(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("collection")
-    for name in ("bigbuckbunny.mp4", "cityCC0.mpg"):
-        shutil.copy(SAMPLES / name, folder / name)
-    bunny = SAMPLES / "bigbuckbunny.mp4"
+    bunny = SAMPLE_VIDEO
+    shutil.copy(bunny, folder / bunny.name)
+    shutil.copy(CITY_VIDEO, folder / CITY_VIDEO.name)
     transcode(bunny, folder / "bunny.gif", "gif", 1.2)
     transcode(bunny, folder / "bunny.avi", "mpeg4", 1.0)
     transcode(bunny, folder / "bunny.mkv", "libx264", 1.0)

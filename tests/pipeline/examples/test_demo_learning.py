@@ -1,5 +1,6 @@
 """With random networks MASN still learns the demo sample: held-out results far above the
-baselines without the video, for three training seeds (issue 12).
+baselines without the video (issue 12). Seeds 1-3 were measured; the suite trains seed 1 (each
+seed costs about two minutes on two cores).
 
 The features are extracted once, as `masn demo` does on a CPU without the published weights;
 each seed trains and evaluates the three question kinds with the demo's settings, at a reduced
@@ -43,11 +44,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_masn_answers_held_out_clips_well_above_the_baselines(
-    store: Path, seed: int, tmp_path: Path
-) -> None:
-    base = training_settings(DemoSettings(seed=seed), store, "random", "cpu")
+def test_masn_answers_held_out_clips_well_above_the_baselines(store: Path, tmp_path: Path) -> None:
+    base = training_settings(DemoSettings(seed=1), store, "random", "cpu")
     runs = {
         kind: train_and_evaluate(replace(base, epochs=epochs), kind, tmp_path / kind, "cpu")
         for kind, epochs in EPOCHS.items()
