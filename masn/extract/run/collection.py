@@ -26,8 +26,8 @@ def run_extraction(settings: ExtractSettings) -> int:
 
     Exit 0 when at least one video was stored (or nothing was left to do), 1 otherwise. The
     output paths, the device and the videos folder are checked before any work (``UserError``:
-    a missing or read-only output folder, an output that is a folder or a special file, an
-    absent GPU, a folder without videos).
+    a read-only output folder, an output that is a folder or a special file, an absent GPU, a
+    folder without videos); a missing output folder is created.
     """
     out = Path(settings.out)
     if settings.merge:
