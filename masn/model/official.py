@@ -179,10 +179,7 @@ def read_official_checkpoint(path: str | Path) -> dict[str, Tensor]:
     if path.stat().st_size == 0:
         raise InvalidInput(f"{path} is empty (0 bytes): download the checkpoint again")
     try:
-        try:
-            loaded = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:  # not a plain state dict: a pickled module
-            loaded = load_module_pickle(path)
+        loaded = _load_state_or_module(path)
     except UnsafeCheckpointError:
         raise
     except OSError as error:
@@ -195,6 +192,19 @@ def read_official_checkpoint(path: str | Path) -> dict[str, Tensor]:
     if not any(key.endswith("h_mat_v") for key in state):
         raise InvalidInput(f"{path} holds no official MASN weights (no BAN attention tensors)")
     return state
+
+
+def _load_state_or_module(path: Path) -> Any:
+    """A saved state dict (``weights_only``), else a pickled module (the restricted unpickler).
+
+    The second attempt runs outside the first one's handler, so that a damaged file is
+    reported with the module unpickler's reason, not with the first attempt's.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        pass  # not a plain state dict: a pickled module, or a damaged file
+    return load_module_pickle(path)
 
 
 def _unwrap(loaded: Any) -> dict[str, Tensor]:
