@@ -4,13 +4,20 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo setup test test-fast lint bench gpu-check weights extract train evaluate clean
+.PHONY: demo serve setup test test-fast lint docs bench gpu-check device-wheels weights extract train evaluate clean
 
 setup: $(STAMP)
 
 # The whole pipeline on the bundled sample (see README); DEMO_ARGS e.g. --device cuda.
 demo: $(STAMP)
 	$(BIN)/masn demo $(DEMO_ARGS)
+
+# The web app on the demo's outputs (make demo first) or on yours: make serve STORE=features/x.h5
+# RUNS="runs/a runs/b" [SERVE_ARGS="--port 8080"]; it prints its URL (127.0.0.1 by default).
+STORE ?= demo/features.h5
+RUNS ?= $(wildcard demo/runs/*)
+serve: $(STAMP)
+	$(BIN)/masn serve --store $(STORE) $(if $(RUNS),--run $(RUNS)) $(SERVE_ARGS)
 
 # Reinstall only when the dependency files change; a stamp makes repeated runs instant.
 $(STAMP): pyproject.toml constraints.txt
@@ -27,6 +34,11 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# The documentation site (mkdocs.yml, docs/) into site/, failing on any broken link or anchor;
+# nothing is fetched. NO_MKDOCS_2_WARNING: no notice about MkDocs 2.0 (we pin 1.6).
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 # The paper's weights (VG detector, I3D, ResNet-152, GloVe 42B): downloaded, verified, converted.
 weights: $(STAMP)
@@ -63,5 +75,19 @@ DEVICE ?= cuda
 gpu-check: $(STAMP)
 	$(BIN)/masn doctor --device $(DEVICE)
 
+# For a GPU machine that has its own CUDA PyTorch and no package index (a cluster node, an NGC
+# container): masn and the packages such a machine lacks, as wheels in .whl/ for its Python.
+# There: python3 -m pip install --no-index --no-deps --target /tmp/site .whl/*.whl, then
+# PYTHONPATH=/tmp/site python3 -m masn doctor --device cuda (docs/gpu.md).
+WHEELS_PYTHON ?= 3.12
+WHEELS = av dacite tyro docstring_parser typeguard
+device-wheels: $(STAMP)
+	rm -rf .whl && mkdir .whl
+	$(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir .whl .
+	$(BIN)/python -m pip download --quiet --no-deps --only-binary=:all: -c constraints.txt \
+		--python-version $(WHEELS_PYTHON) --implementation cp --platform manylinux_2_28_x86_64 \
+		--platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl $(WHEELS)
+	@du -sh .whl
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache .ruff_cache build site *.egg-info .whl

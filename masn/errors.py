@@ -56,6 +56,11 @@ class InUse(UserError, RuntimeError):
     """Another process holds the file or folder; wait for it or choose another."""
 
 
+class DiskFull(UserError, OSError):
+    """The disk (or the user's quota) is full: the message names the file and the space it
+    needs (``masn.atomic.reporting_full_disk``)."""
+
+
 def root_cause(error: BaseException) -> str:
     """The innermost exception behind ``error``, as "Type: first line", for one-line messages
     about a damaged file: readers such as ``torch.load`` wrap the unpickler's own one-line

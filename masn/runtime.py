@@ -13,8 +13,10 @@ import os
 import re
 import resource
 import sys
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Literal
 
+from masn.caller import on_command_line, option
 from masn.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -25,6 +27,8 @@ Precision = Literal["fp32", "bf16"]
 PRECISIONS: tuple[Precision, ...] = ("fp32", "bf16")
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 MAX_WORKERS = 8
+THREADS_VARIABLE = "OMP_NUM_THREADS"
+"""The environment variable that sets torch's CPU threads: masn leaves them alone when it is set."""
 
 
 def check_device(device: str) -> None:
@@ -49,12 +53,15 @@ def resolve_device(device: str, local_rank: int = 0) -> torch.device:
         return torch.device("cpu")
     if not torch.cuda.is_available():
         why = "has no CUDA support" if torch.version.cuda is None else "finds no CUDA GPU"
-        raise InvalidInput(f"--device {device}: this PyTorch {why}; use --device cpu (or auto)")
+        raise InvalidInput(
+            f"{option('device', device)}: this PyTorch {why}; use {option('device', 'cpu')} "
+            "(or auto)"
+        )
     count = torch.cuda.device_count()
     index = int(device.partition(":")[2] or 0)
     if index >= count:
         raise InvalidInput(
-            f"--device {device}: there is no GPU {index}; this machine has {count} "
+            f"{option('device', device)}: there is no GPU {index}; this machine has {count} "
             f"(cuda:0 to cuda:{count - 1})"
         )
     return torch.device(device)
@@ -74,11 +81,42 @@ def autocast(device: torch.device, precision: Precision) -> contextlib.AbstractC
     return contextlib.nullcontext()
 
 
+def rank_cores() -> int:
+    """The CPU cores of this rank's share of the node (all of them without torchrun)."""
+    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    return max(1, (os.cpu_count() or 2) // local_ranks)
+
+
 def default_workers() -> int:
     """Worker processes per rank: the CPU cores of this rank's share of the node, minus the one
     the rank itself runs on, at least 1 and at most ``MAX_WORKERS``."""
-    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
-    return max(1, min(MAX_WORKERS, (os.cpu_count() or 2) // local_ranks - 1))
+    return max(1, min(MAX_WORKERS, rank_cores() - 1))
+
+
+def share_cpu(workers: int) -> int:
+    """For a `masn` command, gives torch's CPU operators the cores of this rank that ``workers``
+    loader processes leave free (at least one), unless ``OMP_NUM_THREADS`` sets the threads;
+    returns the threads. Python callers keep the threads they chose. A training step on a busy
+    CPU waits for its slowest thread; fewer threads keep it fast (docs/training.md#cpu-threads).
+    """
+    import torch
+
+    if on_command_line() and THREADS_VARIABLE not in os.environ:
+        torch.set_num_threads(max(1, rank_cores() - workers))
+    return torch.get_num_threads()
+
+
+@contextlib.contextmanager
+def threads_restored() -> Iterator[None]:
+    """Gives torch back its CPU threads after the body (a command that :func:`share_cpu`), where
+    torch was imported before it: a command run in-process leaves its caller's setting."""
+    torch = sys.modules.get("torch")
+    threads = None if torch is None else torch.get_num_threads()
+    try:
+        yield
+    finally:
+        if threads is not None:
+            torch.set_num_threads(threads)
 
 
 def data_loader(

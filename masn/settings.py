@@ -21,17 +21,23 @@ import dataclasses
 import functools
 import types
 import typing
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union
+from typing import Annotated, Any, Literal, TypeVar, Union
 
 import dacite
 import yaml
+from tyro.conf import arg
 
 from masn import atomic
 from masn.errors import InvalidInput, MissingInput
 
 S = TypeVar("S")
+T = TypeVar("T")
+
+Decided = Annotated[T, arg(help_behavior_hint="")]
+"""An optional setting whose None the command decides as it runs (``Decided[int | None]``):
+its docstring states that default, so ``--help`` does not add "(default: None)" after it."""
 
 _DACITE = dacite.Config(strict=True, cast=[Path, tuple])
 
@@ -127,9 +133,12 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def dump(settings: Any) -> str:
-    """YAML text of the settings, fields in their declared order."""
-    return yaml.safe_dump(to_dict(settings), sort_keys=False, allow_unicode=True)
+def dump(settings: Any, blank: Iterable[str] = ()) -> str:
+    """YAML text of the settings, fields in their declared order; the top-level fields named in
+    ``blank`` are written as null (a template's required values not given yet)."""
+    data = to_dict(settings)
+    data.update(dict.fromkeys(blank))
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 
 def from_dict(kind: type[S], data: Any, where: str = "settings") -> S:
@@ -140,6 +149,9 @@ def from_dict(kind: type[S], data: Any, where: str = "settings") -> S:
     """
     if not isinstance(data, Mapping):
         raise InvalidInput(f"{where}: expected a mapping of setting names to values, got {data!r}")
+    problem = _cast_problem(kind, data)
+    if problem:
+        raise InvalidInput(f"{where}: {problem}")
     try:
         return dacite.from_dict(kind, dict(data), config=_DACITE)
     except dacite.UnexpectedDataError as error:
@@ -151,8 +163,63 @@ def from_dict(kind: type[S], data: Any, where: str = "settings") -> S:
         raise InvalidInput(f"{where}: {error}") from None
 
 
+def _cast_problem(kind: type, data: Mapping[str, Any], prefix: str = "") -> str | None:
+    """What dacite's casts would get wrong, in its words: a path that is not text (``Path``
+    of a list raises a TypeError naming no field), a tuple that is not a list (``tuple`` of a
+    text would split it into characters)."""
+    hints = typing.get_type_hints(kind)
+    for field in dataclasses.fields(kind):
+        if field.name not in data or data[field.name] is None:
+            continue
+        value, wanted = data[field.name], _optional_of(hints[field.name])
+        name = prefix + field.name
+        if wanted is Path and not isinstance(value, str):
+            return _wrong_type(name, "a path (text)", value)
+        if typing.get_origin(wanted) is tuple:
+            if not isinstance(value, (list, tuple)):
+                return _wrong_type(name, "a list", value)
+            if Path in typing.get_args(wanted) and not all(isinstance(v, str) for v in value):
+                return _wrong_type(name, "a list of paths (text)", value)
+        if dataclasses.is_dataclass(wanted) and isinstance(value, Mapping):
+            found = _cast_problem(wanted, value, f"{name}.")
+            if found:
+                return found
+    return None
+
+
+def _optional_of(kind: Any) -> Any:
+    """``X`` of ``X | None`` (other types as they are)."""
+    if typing.get_origin(kind) in (Union, types.UnionType):
+        members = [m for m in typing.get_args(kind) if m is not type(None)]
+        if len(members) == 1:
+            return members[0]
+    return kind
+
+
+def _wrong_type(name: str, wanted: str, value: Any) -> str:
+    return (
+        f'wrong value type for field "{name}" - should be {wanted} instead of value {value!r} '
+        f'of type "{type(value).__name__}"'
+    )
+
+
+def required_fields(kind: type) -> tuple[str, ...]:
+    """The fields of the settings dataclass ``kind`` without a default (required flags and
+    positional arguments)."""
+    return tuple(
+        field.name
+        for field in dataclasses.fields(kind)
+        if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
+    )
+
+
 def load(kind: type[S], path: str | Path) -> S:
     """The settings described by a YAML or JSON file (see ``from_dict``)."""
+    return from_dict(kind, read(path), str(path))
+
+
+def read(path: str | Path) -> dict[str, Any]:
+    """The plain data of a YAML or JSON settings file (empty for an empty file)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -171,7 +238,11 @@ def load(kind: type[S], path: str | Path) -> S:
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
         problem = getattr(error, "problem", None) or "not valid YAML or JSON"
         raise InvalidInput(f"{where}: {problem}") from None
-    return from_dict(kind, {} if data is None else data, str(path))
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise InvalidInput(f"{path}: expected a mapping of setting names to values, got {data!r}")
+    return dict(data)
 
 
 def write(settings: Any, path: str | Path) -> Path:

@@ -28,21 +28,22 @@ import cv2
 import numpy as np
 import torch
 
+from masn.datasets import task_spec
 from masn.extract.settings import DetectorConfig, ExtractionConfig, RunOptions
 from masn.extract.store.reader import FeatureStore
-from masn.extract.store.schema import FIELDS, REQUIRED_FIELDS, VideoRecord
+from masn.extract.store.schema import FIELDS, REQUIRED_FIELDS, Provenance, VideoRecord
 from masn.extract.store.writer import StoreWriter
 from masn.extract.video.sources import VideoSource, list_videos
 from masn.model import MASN, MASNConfig
 from masn.pipeline.examples.demo_sample import SAMPLE_DIR
 from masn.pipeline.qa.answer_set import AnswerSet
-from masn.pipeline.qa.tasks import task_spec
 from masn.pipeline.qa.text import Vocabulary, clean_tokens
 from masn.pipeline.training.checkpoint import model_payload, save_atomic
 from tests.conftest import REPO
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
+    from matplotlib.backends.backend_agg import RendererAgg
     from matplotlib.figure import Figure
 
     from masn.extract.networks.feature_networks import FeatureNetworks
@@ -187,7 +188,7 @@ def transcode(source: Path, target: Path, codec: str, seconds: float, width: int
 # --------------------------------------------------------------------------- feature stores
 
 STORE_CONFIG = {"fps": 6, "sample_every": 4, "detector": {"boxes": 10}}
-STORE_WEIGHTS = {"detector": "ab" * 32, "resnet152": "random", "i3d": "cd" * 32}
+STORE_WEIGHTS = {"detector": "ab" * 32, "appearance": "random", "motion": "cd" * 32}
 # Keys a store must survive: folders, non-ASCII, "%", a hidden name, a name too long for a file.
 ODD_KEYS = ["a/b/clip 1.mp4", "über/视频.gif", "100%.webm", ".hidden", "x" * 300 + "/long.mp4"]
 
@@ -314,6 +315,7 @@ SMALL_FLAGS = ["--min-size", "96", "--max-size", "160", "--proposals", "12"]
 TINY_EXTRACTION = ExtractionConfig(
     frame_size=32, detector=DetectorConfig(min_size=32, max_size=64, post_nms_top_n=4)
 )
+TINY_FLAGS = ["--frame-size", "32", "--min-size", "32", "--max-size", "64", "--proposals", "4"]
 STAND_IN_OPTIONS = RunOptions("cpu", batch_size=4, workers=0)
 
 
@@ -347,8 +349,8 @@ def extract_with_stand_ins(
 ) -> RunSummary:
     """``extract_features`` with ``TINY_EXTRACTION`` and ``STAND_IN_OPTIONS`` (overridden by
     ``options``), on ``networks`` or the benchmarks' stand-in networks; returns its summary."""
-    from masn.extract.bench import StandInNetworks
     from masn.extract.run.runner import extract_features
+    from masn.pipeline.benchmarks.stand_ins import StandInNetworks
 
     networks = networks if networks is not None else StandInNetworks(TINY_EXTRACTION)
     settings = replace(STAND_IN_OPTIONS, **options)
@@ -395,14 +397,15 @@ def masn_command(*args: str, processes: int = 1) -> list[str]:
 
 
 def read_png(path: Path) -> np.ndarray:
-    """The pixels of the figure at ``path``, checked: a PNG file, RGB(A), at least 600 x 300."""
+    """The pixels of the figure at ``path``, checked: a PNG file, RGB(A), at least 600 x 200
+    (one row of three 16:9 frames in `masn show` is about 290 pixels high)."""
     import matplotlib.image
 
     assert path.is_file()
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     image = matplotlib.image.imread(path)
     assert image.ndim == 3 and image.shape[2] in (3, 4)
-    assert image.shape[0] >= 300 and image.shape[1] >= 600
+    assert image.shape[0] >= 200 and image.shape[1] >= 600
     return image
 
 
@@ -423,6 +426,43 @@ def box_corners(axis: Axes) -> np.ndarray:
     )
 
 
+def laid_out(figure: Figure) -> RendererAgg:
+    """Draws ``figure`` (its layout done, as when saved) and returns the renderer, for
+    ``get_window_extent``."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    return canvas.get_renderer()
+
+
+def contains(outer: Any, inner: Any, slack: float = 1.0) -> bool:
+    """Whether bbox ``inner`` lies inside ``outer``, give or take ``slack`` (in their units)."""
+    return (
+        inner.x0 >= outer.x0 - slack
+        and inner.x1 <= outer.x1 + slack
+        and inner.y0 >= outer.y0 - slack
+        and inner.y1 <= outer.y1 + slack
+    )
+
+
+def blank_edges(image: np.ndarray) -> dict[str, float]:
+    """The share of the width (left, right) and height (top, bottom) of a rendered figure that
+    is blank (all white) at each edge."""
+    white = (image[..., :3] > 0.98).all(axis=2)
+    columns, rows = white.all(axis=0), white.all(axis=1)
+
+    def run(blank: np.ndarray) -> int:
+        return len(blank) if blank.all() else int(np.argmin(blank))
+
+    return {
+        "left": run(columns) / len(columns),
+        "right": run(columns[::-1]) / len(columns),
+        "top": run(rows) / len(rows),
+        "bottom": run(rows[::-1]) / len(rows),
+    }
+
+
 # --------------------------------------------------------------------------- answering
 
 SAMPLE_VIDEO = SAMPLE_DIR / "videos" / "bigbuckbunny.mp4"
@@ -441,8 +481,10 @@ def make_checkpoint(
     frames: int = CHECKPOINT_FRAMES,
     sampling: str = "first",
     width: int = 2048,
+    features: Provenance | None = None,
 ) -> Path:
-    """A checkpoint file as ``masn train`` writes it, for a small random MASN with ``head``."""
+    """A checkpoint file as ``masn train`` writes it, for a small random MASN with ``head``;
+    ``features``: the provenance of the store it was trained on (the checkpoint records it)."""
     torch.manual_seed(0)
     words = [QUESTION, *CANDIDATES] if head == "multiple_choice" else [QUESTION]
     vocabulary = Vocabulary.build(words, clean_tokens)
@@ -458,7 +500,13 @@ def make_checkpoint(
         motion_dim=width,
     )
     model = MASN(config, word_vectors=torch.randn(len(vocabulary), 50))
-    payload = model_payload(
-        model, task_spec("custom", head), vocabulary, answers, "clean", frames, sampling, {}
+    info = (
+        {}
+        if features is None
+        else {"features": {"config": features.config, "weights": features.weights}}
     )
-    return save_atomic(payload, folder / f"{head}-{width}.pt")
+    payload = model_payload(
+        model, task_spec("custom", head), vocabulary, answers, "clean", frames, sampling, info
+    )
+    name = f"{head}-{width}{'-recorded' if features is not None else ''}.pt"
+    return save_atomic(payload, folder / name)

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from masn.datasets import official_task
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MASN_SHARED", REPO.parent / "shared"))
 
@@ -44,7 +46,8 @@ class Golden:
             for k, s in zip(keys, shapes, strict=True)
         }
         self.state_dict = reference_weights.reference_state_dict(self.shapes)
-        self.task = str(self.data["task"])
+        self.task = str(self.data["task"])  # the official code's name of the task
+        self.head = official_task(self.task)[0].head
 
     def __getitem__(self, key: str) -> np.ndarray:
         return self.data[key]
@@ -62,3 +65,14 @@ def load_reference_weights(path: str | Path):
 def golden(request: pytest.FixtureRequest, shared_dir: Path) -> Golden:
     folder = shared_dir / "golden"
     return Golden(folder / request.param, load_reference_weights(folder / "reference_weights.py"))
+
+
+@pytest.fixture(scope="session")
+def openai_clip_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ``ViT-B-16.pt`` in OpenAI's published layout (TorchScript, float16, both towers) with
+    random weights; the network and the weights format tests share it (300 MB, 4 s)."""
+    from tests.weights.published import write_openai_clip
+
+    path = tmp_path_factory.mktemp("openai_clip") / "ViT-B-16.pt"
+    write_openai_clip(path)
+    return path

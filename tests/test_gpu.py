@@ -61,12 +61,12 @@ def test_training_step_never_waits_for_the_gpu(case):
 
 
 def test_cuda_extraction_matches_cpu(tmp_path):
-    from masn.extract.bench import write_video
     from masn.extract.networks.feature_networks import FeatureNetworks
     from masn.extract.run.runner import extract_features
     from masn.extract.settings import DetectorConfig, ExtractionConfig, RunOptions
     from masn.extract.store.reader import FeatureStore
     from masn.extract.video.sources import list_videos
+    from masn.pipeline.benchmarks.synthetic_video import write_video
 
     videos = tmp_path / "videos"
     videos.mkdir()

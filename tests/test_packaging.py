@@ -92,3 +92,17 @@ def test_the_quick_demo_runs_from_the_installed_package(installed):
     result = _run(demo, work, env)  # one epoch: the wheel's code and data, not learning, on trial
     assert "MASN demo finished (RANDOM WEIGHTS)" in result.stdout
     assert (work / "demo" / "features.h5").is_file() and (work / "demo" / "answer.png").is_file()
+
+
+def test_the_wheel_carries_the_web_apps_pages(installed):
+    bin_dir, work, env = installed
+    check = (
+        "from masn.pipeline.serve.app import STATIC, TEMPLATES, templates\n"
+        "pages = templates()\n"
+        "for name in ('store.html', 'video.html', 'ask.html', 'results.html', 'compare.html'):\n"
+        "    pages.get_template(name)\n"
+        "assert (STATIC / 'serve.css').is_file() and (STATIC / 'serve.js').is_file()\n"
+        "print(TEMPLATES)\n"
+    )
+    result = _run([bin_dir / "python", "-c", check], work, env)
+    assert "site-packages" in result.stdout

@@ -1,85 +1,127 @@
-"""The registry mechanism: names read from a package's source without importing it, things
-imported on first lookup, toy entries added and removed, clear errors."""
+"""The registry mechanism: names from installed entry points without importing their modules,
+things imported on first lookup and checked against their decorator, toy entries added and
+removed, clear errors."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from masn.registry import Registry, declarations
+from masn.registry import Registry, entry_points
 
-PLUGIN = """
-from toyplugins_{tag} import register
+MODULE = """
+import sys
+from masn.registry import Registry
 
-@register("small", role="motion", size=1)
+REGISTRY = Registry("toy", "toyregistry.things", "register")
+
+
+def register(name):
+    def add(thing):
+        REGISTRY.add(name, thing)
+        return thing
+    return add
+
+
+@register("small")
 def small():
     return "small network"
 
-@register("large", role="appearance")
-class Large:
-    pass
+
+def undecorated():
+    return "no decorator"
 """
-PACKAGE = """
-from masn.registry import Registry
+ENTRY_POINTS = """
+[toyregistry.things]
+small = toyregistry:small
+plain = toyregistry:undecorated
 
-REGISTRY = Registry("toy", "toyplugins_{tag}", "register")
-
-
-def register(name, **options):
-    def add(thing):
-        REGISTRY.add(name, thing, **options)
-        return thing
-    return add
+[toyregistry.objects]
+big = toyregistry:small
 """
 
 
-def make_package(root: Path, tag: str, **modules: str) -> str:
-    package = root / f"toyplugins_{tag}"
-    package.mkdir()
-    (package / "__init__.py").write_text(textwrap.dedent(PACKAGE.format(tag=tag)))
-    for name, text in modules.items():
-        (package / f"{name}.py").write_text(textwrap.dedent(text.format(tag=tag)))
-    return package.name
+def install_toy(root: Path, name: str = "toyregistry", entry_points: str = ENTRY_POINTS) -> None:
+    """An installed distribution: its module and a dist-info folder with its entry points."""
+    (root / "toyregistry.py").write_text(textwrap.dedent(MODULE))
+    info = root / f"{name}-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(textwrap.dedent(entry_points))
 
 
-@pytest.fixture
-def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.syspath_prepend(str(tmp_path))
-    return tmp_path
+def run(root: Path, script: str) -> subprocess.CompletedProcess[str]:
+    """``script`` in a child Python that sees the distributions under ``root``."""
+    code = f"import sys; sys.path.insert(0, {str(root)!r})\n" + textwrap.dedent(script)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
 
 
-def test_names_come_from_the_source_and_things_from_a_lazy_import(root: Path) -> None:
-    name = make_package(root, "lazy", plugins=PLUGIN)
-    registry = __import__(name).REGISTRY
-    assert registry.names() == ("small", "large")
-    assert registry.names(role="motion") == ("small",)
-    assert f"{name}.plugins" not in sys.modules  # listing imported nothing
-    assert registry.get("small")() == "small network"
-    assert f"{name}.plugins" in sys.modules
-    [small, large] = declarations(name, "register")
-    assert (small.module, dict(small.options)) == (f"{name}.plugins", {"role": "motion", "size": 1})
-    assert large.name == "large"
+def test_names_come_from_entry_points_and_things_from_a_lazy_import(tmp_path: Path) -> None:
+    install_toy(tmp_path)
+    result = run(
+        tmp_path,
+        """
+        from masn.registry import Registry, entry_points
+        things = Registry("toy", "toyregistry.things", "register")
+        print(things.names(), "toyregistry" in sys.modules)
+        objects = Registry("object", "toyregistry.objects")
+        print(objects.get("big")(), "toyregistry" in sys.modules)
+        import toyregistry
+        print(toyregistry.REGISTRY.get("small")())
+        try:
+            toyregistry.REGISTRY.get("plain")
+        except TypeError as error:
+            print(error)
+        """,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "('small', 'plain') False"  # listing imported nothing
+    assert lines[1] == "small network True"  # no decorator: the object is the entry
+    assert lines[2] == "small network"
+    assert lines[3] == (
+        "the entry point plain = 'toyregistry:undecorated' (group toyregistry.things) names an "
+        "object that is not decorated with @register('plain', ...)"
+    )
 
 
-def test_toy_entries_are_added_and_removed(root: Path) -> None:
-    registry: Registry[str] = __import__(make_package(root, "toys", plugins=PLUGIN)).REGISTRY
-    registry.add("toy", "a toy", role="motion")
-    assert registry.names(role="motion") == ("small", "toy") and registry.get("toy") == "a toy"
+def test_a_name_declared_by_two_packages_is_refused(tmp_path: Path) -> None:
+    install_toy(tmp_path)
+    other = tmp_path / "other"
+    other.mkdir()
+    install_toy(other, "othertoys")
+    result = run(
+        tmp_path,
+        f"""
+        sys.path.insert(0, {str(other)!r})
+        from masn.registry import Registry
+        Registry("toy", "toyregistry.things").names()
+        """,
+    )
+    assert result.returncode != 0
+    assert "is declared in the entry point group toyregistry.things by both othertoys and" in (
+        result.stderr
+    )
+
+
+def test_toy_entries_are_added_and_removed() -> None:
+    registry: Registry[str] = Registry("toy", "masn.tests.no-such-group", "register")
+    assert registry.names() == ()
+    registry.add("toy", "a toy")
+    assert registry.names() == ("toy",) and registry.get("toy") == "a toy"
     with pytest.raises(ValueError, match="toy 'toy' is registered twice"):
         registry.add("toy", "again")
     registry.remove("toy")
-    assert "toy" not in registry.names()
-    with pytest.raises(KeyError, match="unknown toy 'toy'; known: small, large"):
+    assert registry.names() == ()
+    with pytest.raises(KeyError, match="unknown toy 'toy'; known: none"):
         registry.get("toy")
 
 
-def test_declarations_must_be_literal_and_unique(root: Path) -> None:
-    computed = make_package(root, "computed", plugins='@register("a" + "b")\ndef f(): pass\n')
-    with pytest.raises(ValueError, match=r"plugins\.py:1: @register takes one name .* literal"):
-        declarations(computed, "register")
-    twice = make_package(root, "twice", one=PLUGIN, two=PLUGIN)
-    with pytest.raises(ValueError, match="declares 'large', 'small' more than once"):
-        declarations(twice, "register")
+def test_masn_declares_its_own_entries_first() -> None:
+    points = entry_points("masn.backbones.motion")
+    assert list(points) == ["nonlocal", "pytorchvideo"]
+    assert all(point.dist.name == "masn" for point in points.values())

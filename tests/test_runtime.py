@@ -22,7 +22,7 @@ def test_device_resolution(monkeypatch):
     assert resolve_device("cpu") == torch.device("cpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_device("auto", local_rank=3) == torch.device("cpu")
-    with pytest.raises(InvalidInput, match="use --device cpu"):
+    with pytest.raises(InvalidInput, match="use device='cpu'"):
         resolve_device("cuda")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)

@@ -63,6 +63,12 @@ def test_missing_fields_keep_their_defaults(tmp_path: Path) -> None:
         ("name: [x\n", r"bad\.yaml:\d+: "),
         ("- 1\n- 2\n", r"expected a mapping"),
         ("mode: fixed\n", r"name"),
+        # A value of the wrong type names the key and the type wanted (a list or a mapping
+        # where a path goes was a TypeError; a text where a list goes was split into letters).
+        ("name: x\nout: [a, b]\n", r'field "out" - should be a path \(text\) instead of .*"list"'),
+        ("name: x\nout: {a: 1}\n", r'field "out" - should be a path \(text\) instead of .*"dict"'),
+        ("name: x\ncases: abc\n", r'field "cases" - should be a list instead of .*"str"'),
+        ("name: x\ninner: {size: big}\n", r'field "inner.size" - should be "int"'),
     ],
 )
 def test_bad_files_are_one_line_user_errors_naming_the_file(

@@ -1,2 +1,2 @@
-"""Feature extraction: decoding, frame sampling, the detector, ResNet-152, I3D + RoIAlign, the
-feature store and sharded, resumable extraction runs (see DESIGN.md, "Extraction contract")."""
+"""Feature extraction: decoding, frame sampling, the networks of each role, the feature store and
+sharded, resumable extraction runs (docs/extraction.md; the store: docs/design.md)."""

@@ -1,10 +1,9 @@
 """Extraction settings: what defines a set of features, how a run goes, and `masn extract`.
 
-Torch-free, so that the command line can build its flags and help from these dataclasses
-without loading the networks. :class:`ExtractionConfig` (with :class:`DetectorConfig`) is what a
-feature store records as its provenance; :class:`RunOptions` changes how fast a run goes, never
-its features; :class:`ExtractSettings` is the whole `masn extract` command; the other classes
-are `masn show`, `masn features export|import-official` and `masn bench extract|memory`.
+Torch-free, so that the command line builds its flags and help without loading the networks.
+:class:`ExtractionConfig` (with :class:`DetectorConfig`) is what a store records as its
+provenance; :class:`RunOptions` changes how fast a run goes, never its features. The other
+classes are `masn show` and `masn features list|export-official|import-official`.
 """
 
 from __future__ import annotations
@@ -17,15 +16,19 @@ from typing import Annotated, Any, Literal
 
 from tyro.conf import Positional, arg
 
+from masn.datasets import DatasetName, OfficialDataset
 from masn.errors import InvalidInput
-from masn.extract.networks.backbones import MotionBackbone
+from masn.extract.networks.backbones import (
+    AppearanceBackbone,
+    DetectorBackbone,
+    MotionBackbone,
+)
+from masn.roles import Role
 from masn.runtime import Precision, check_device
-from masn.settings import Checked
+from masn.settings import Checked, Decided
 
 Decoder = Literal["pyav", "decord"]
 DECODERS: tuple[Decoder, ...] = ("pyav", "decord")
-Dataset = Literal["folder", "msvd", "msrvtt", "tgif"]
-OfficialDataset = Literal["tgif", "msvd", "msrvtt"]
 MIN_FRAME_SIZE = 32
 
 
@@ -50,12 +53,14 @@ def check_decoder(backend: str) -> None:
 
 @dataclass(frozen=True)
 class DetectorConfig(Checked):
-    """Test-time settings of the bottom-up-attention model (its Caffe test config by default).
+    """The detector and its test-time settings (the bottom-up-attention Caffe test config).
 
     The paper's features use the defaults; smaller sizes and fewer proposals are for quick runs
     on a CPU (most of the detector's work is per proposal).
     """
 
+    network: Annotated[DetectorBackbone, arg(name="detector")] = "vg-frcnn"
+    """The detector: vg-frcnn is the bottom-up-attention Faster R-CNN on Visual Genome."""
     min_size: int = 600
     """Detector input: frames resized to this short side."""
     max_size: int = 1000
@@ -105,49 +110,46 @@ class DetectorConfig(Checked):
 
 @dataclass(frozen=True)
 class ExtractionConfig(Checked):
-    """What defines a set of features; defaults reproduce the paper's (DESIGN.md, "Extraction
-    contract"). Values are checked when the settings are built (``InvalidInput`` says which)."""
+    """What defines a set of features; the defaults reproduce the paper's."""
 
     fps: float = 6.0
     """Frames decoded per second of video, chosen by presentation time (MASN: 6)."""
     sample_every: int = 4
-    """Every n-th 6-fps frame is a sampled frame (MASN: 4, about 1.5 per second)."""
+    """Every n-th decoded frame is a sampled frame (MASN: 4, about 1.5 per second)."""
     clip_length: int = 8
-    """6-fps frames per I3D clip around a sampled frame, edge-replicated (MASN: 8)."""
+    """Decoded frames per motion clip around a sampled frame, edge-replicated (MASN: 8)."""
     frame_size: int = 224
-    """ResNet-152 and I3D see whole frames resized to this square."""
-    i3d: MotionBackbone = "nonlocal"
-    """nonlocal (video-nonlocal-net layout, time stride 8) or pytorchvideo (I3D_8x8_R50)."""
+    """The appearance and motion networks see whole frames resized to this square."""
+    appearance: AppearanceBackbone = "resnet152"
+    """The appearance network: resnet152 (the paper; the detector's region features are the
+    objects) or clip-vit-b16 (CLIP's image embedding; objects pooled from its patch grid)."""
+    motion: MotionBackbone = "nonlocal"
+    """The motion network: nonlocal (I3D R50 of video-nonlocal-net, the paper's) or
+    pytorchvideo (I3D_8x8_R50; pip install 'masn[pytorchvideo]')."""
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     precision: Precision = "fp32"
-    """bf16 runs the convolution stacks under bf16 autocast (box choice, RPN and class scores
-    stay float32); fp32 is the fidelity reference."""
+    """bf16 runs the networks under bf16 autocast (box choice, RPN and class scores stay
+    float32); fp32 is the fidelity reference."""
     feature_dtype: Literal["float16", "float32"] = "float16"
     """How features are stored."""
 
     def check(self) -> None:
         super().check()
-        if self.i3d == "pytorchvideo" and not _installed("pytorchvideo"):
-            raise InvalidInput(
-                "--i3d pytorchvideo needs pytorchvideo: pip install 'masn[pytorchvideo]', "
-                "or use --i3d nonlocal (the paper's)"
-            )
         if not (isinstance(self.fps, (int, float)) and math.isfinite(self.fps) and self.fps > 0):
             raise InvalidInput(f"fps must be a positive number, got {self.fps!r}")
         for name in ("sample_every", "clip_length"):
             value = getattr(self, name)
             if value != int(value) or value < 1:
                 raise InvalidInput(f"{name} must be a whole number >= 1, got {value!r}")
-        if self.i3d == "nonlocal" and self.clip_length < 8:
-            raise InvalidInput(
-                f"clip_length must be >= 8 for the nonlocal I3D (it strides time by 8), got "
-                f"{self.clip_length}"
-            )
         if self.frame_size != int(self.frame_size) or self.frame_size < MIN_FRAME_SIZE:
             raise InvalidInput(
-                f"frame_size must be a whole number >= {MIN_FRAME_SIZE} (one cell of ResNet's "
-                f"and I3D's 32-pixel stride), got {self.frame_size!r}"
+                f"frame_size must be a whole number >= {MIN_FRAME_SIZE} (one cell of the "
+                f"networks' 32-pixel stride), got {self.frame_size!r}"
             )
+
+    def backbone(self, role: Role) -> str:
+        """The network chosen for ``role``."""
+        return self.detector.network if role == "detector" else getattr(self, role)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -155,17 +157,14 @@ class ExtractionConfig(Checked):
 
 @dataclass(frozen=True)
 class RunOptions(Checked):
-    """How to run (not recorded in the store: it does not change the features).
-
-    Values are checked when the options are built (``InvalidInput``); whether the device exists
-    is checked by ``masn.runtime.resolve_device`` when the run starts.
-    """
+    """How to run: these change how fast a run goes, never the features (the store does not
+    record them)."""
 
     device: str = "auto"
     """auto (this rank's GPU if there is one, else the CPU), cpu, cuda or cuda:N."""
     batch_size: int = 8
     """Sampled frames per network batch (frames of several videos share a batch)."""
-    workers: int | None = None
+    workers: Decided[int | None] = None
     """Decode processes; 0 decodes in the main process (default: the CPU cores of this rank's
     share of the node, at most 8)."""
     decoder: Decoder = "pyav"
@@ -199,16 +198,16 @@ class ExtractSettings(Checked):
     """The feature store to write (.h5)."""
     videos: Path | None = None
     """Folder of videos, searched recursively."""
-    dataset: Dataset = "folder"
-    """How files are keyed: folder (relative paths), msvd (vidN), msrvtt (videoN), tgif (GIF
-    names)."""
-    weights: Path | None = None
+    dataset: DatasetName = "folder"
+    """How files are keyed: folder (relative paths), msvd (vidN, through --mapping), msrvtt
+    (videoN), nextqa (VidOR ids), tgif (GIF names)."""
+    weights: Decided[Path | None] = None
     """Folder of the converted weights (default: the weights cache; `masn weights fetch`)."""
     random_weights: bool = False
     """Random networks, for smoke runs and timing only: the features are meaningless."""
     seed: int = 0
     """Seed of the random networks (--random-weights)."""
-    mapping: Path | None = None
+    mapping: Decided[Path | None] = None
     """MSVD: youtube_mapping.txt (default: the bundled copy)."""
     merge: tuple[Path, ...] = ()
     """Only join these shard stores into --out."""
@@ -235,6 +234,18 @@ class ShowSettings(Checked):
     """The PNG to write."""
     decoder: Decoder = "pyav"
     """pyav or decord (to decode the frames again)."""
+
+
+@dataclass(frozen=True)
+class ListVideosSettings(Checked):
+    """List a feature store's videos: each key and its sampled frames, tab-separated, one a line.
+
+    Streamed from the store's index in one read, so that a store of 100,000 videos lists at
+    once (`| head` stops early); keys with tabs or line breaks are printed JSON-quoted.
+    """
+
+    store: Positional[Annotated[Path, arg(metavar="STORE")]]
+    """The feature store (.h5)."""
 
 
 @dataclass(frozen=True)
@@ -265,63 +276,3 @@ class ImportSettings(Checked):
     """Official key -> our key: a TGIF-QA question file (key -> gif_name) or a two-column TSV."""
     skip_incomplete: bool = False
     """Leave out videos missing from some of the four files (instead of stopping)."""
-
-
-# The extraction benchmark's sizes: video count, seconds each, frame (height, width), detector.
-BENCH_SIZES: dict[str, dict[str, Any]] = {
-    "full": {"videos": 16, "seconds": 10.0, "frame": (360, 640), "detector": DetectorConfig()},
-    "small": {
-        "videos": 4,
-        "seconds": 2.0,
-        "frame": (96, 128),
-        "detector": DetectorConfig(min_size=96, max_size=160, post_nms_top_n=12),
-    },
-    "tiny": {  # the CPU self-test of masn doctor: three sampled frames
-        "videos": 1,
-        "seconds": 2.0,
-        "frame": (64, 96),
-        "detector": DetectorConfig(min_size=64, max_size=107, post_nms_top_n=4),
-    },
-}
-BenchSize = Literal[tuple(BENCH_SIZES)]  # type: ignore[valid-type]
-MEMORY_LIMIT = 1.2  # the longest video's peak memory over the shortest's, at most
-
-
-@dataclass(frozen=True)
-class ExtractBenchSettings(Checked):
-    """Extraction sampled frames/s end to end and, in the same run, of the detector alone
-    (random weights, generated videos)."""
-
-    device: str = "auto"
-    """auto (CUDA if present), cpu, cuda or cuda:N."""
-    size: BenchSize | None = None
-    """full: the Caffe sizes 600/1000 with 300 proposals (default on GPU); small: CPU; tiny:
-    one short video (the CPU self-test)."""
-    batch_size: int = 8
-    """Sampled frames per network batch."""
-    workers: int = 2
-    """Decode processes."""
-    precision: Precision | None = None
-    """Default: bf16 autocast on GPU, fp32 on CPU."""
-
-    def check(self) -> None:
-        super().check()
-        check_device(self.device)
-        if self.batch_size < 1 or self.workers < 0:
-            raise InvalidInput(
-                f"--batch-size must be >= 1, --workers >= 0; got {self.batch_size}, {self.workers}"
-            )
-
-
-@dataclass(frozen=True)
-class MemoryBenchSettings(Checked):
-    """Extraction peak memory (RSS of the whole process tree) for a short and a long
-    generated low-res video; exit 1 if the longest needs more than 1.2 x the shortest."""
-
-    minutes: tuple[float, ...] = (1.0, 30.0)
-    """Durations of the generated videos, in minutes."""
-
-    def check(self) -> None:
-        super().check()
-        if not self.minutes or min(self.minutes) <= 0:
-            raise InvalidInput(f"--minutes must be positive durations; got {self.minutes}")

@@ -7,8 +7,9 @@ import logging
 import math
 from pathlib import Path
 
-import matplotlib
 import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
@@ -16,10 +17,17 @@ from masn.errors import InvalidInput, MissingInput, UnknownName
 from masn.extract.networks.vocab import attribute_names, object_names
 from masn.extract.settings import check_decoder
 from masn.extract.store.reader import FeatureStore
-from masn.extract.store.schema import VideoRecord
+from masn.extract.store.schema import RANDOM_WEIGHTS_NOTE, VideoRecord
 from masn.extract.video.decode import iter_frames
 
 log = logging.getLogger(__name__)
+
+BOX_COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442")
+"""Box colours: the Okabe-Ito palette (Color Universal Design, Okabe & Ito 2008), told apart
+with every common colour-vision deficiency; its black is left out (boxes on dark frames)."""
+# Inches: a frame's width in `masn show`, the room of a frame's 9-point title and of the
+# figure's 11-point title (per line) with the layout's pads.
+FRAME_WIDTH, FRAME_TITLE_HEIGHT, SUPTITLE_LINE = 4.0, 0.2, 0.2
 
 
 def find_video(store: FeatureStore, video: str) -> str:
@@ -59,36 +67,80 @@ def frames_at(path: str | Path, times: np.ndarray, fps: float, decoder: str) -> 
 
 
 def show_figure(record: VideoRecord, frames: np.ndarray, columns: int = 4) -> Figure:
-    """A grid of the sampled frames with every box, labelled ``attribute object (score)``."""
+    """A grid of the sampled frames with every box, labelled ``attribute object (score)``; the
+    title says RANDOM WEIGHTS when the record's features come from random networks.
+
+    At most ``columns`` frames a row, the rows balanced (5 frames: 3 + 2, not 4 + 1), and the
+    figure sized to the frames' aspect ratio, so that it has no blank columns or rows.
+    """
     objects, attributes = object_names(), attribute_names()
     rows = math.ceil(len(frames) / columns)
-    figure = Figure(figsize=(4 * columns, 3.2 * rows))
-    axes = figure.subplots(rows, columns, squeeze=False)
-    colours = matplotlib.colormaps["tab10"]
-    for index, axis in enumerate(axes.flat):
-        axis.axis("off")
+    columns = math.ceil(len(frames) / rows)
+    title = f"{record.key}: {len(frames)} sampled frames"
+    if record.provenance is not None and record.provenance.random_seed() is not None:
+        title = f"{RANDOM_WEIGHTS_NOTE}: boxes and labels of random networks\n{title}"
+    aspect = frames.shape[1] / max(frames.shape[2], 1)
+    lines = title.count("\n") + 1
+    height = rows * (FRAME_WIDTH * aspect + FRAME_TITLE_HEIGHT) + lines * SUPTITLE_LINE
+    figure = Figure(figsize=(columns * FRAME_WIDTH, height), layout="constrained")
+    figure.get_layout_engine().set(w_pad=0.02, h_pad=0.02, wspace=0.0, hspace=0.0)
+    axes = figure.subplots(rows, columns, squeeze=False).flat
+    for index, axis in enumerate(axes):
         if index >= len(frames):
+            axis.remove()  # the last row's empty cells
             continue
-        axis.imshow(frames[index])
+        axis.axis("off")
+        show_frame(axis, frames[index])
         axis.set_title(f"t = {record.frame_times[index]:.2f} s", fontsize=9)
-        for n, (x1, y1, x2, y2) in enumerate(record.boxes[index]):
-            colour = colours(n % 10)
-            axis.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color=colour, lw=1.5))
+        for n, box in enumerate(record.boxes[index]):
             label = objects[record.object_labels[index, n]]
             attribute = attributes[record.attribute_labels[index, n]]
             score = record.object_scores[index, n]
-            axis.text(
-                x1,
-                y1,
-                f"{attribute} {label} ({score:.2f})",
-                color="white",
-                fontsize=6,
-                va="bottom",
-                bbox={"facecolor": colour, "alpha": 0.7, "pad": 1, "lw": 0},
-            )
-    figure.suptitle(f"{record.key}: {len(frames)} sampled frames", fontsize=11)
-    figure.tight_layout()
+            draw_box(axis, box, f"{attribute} {label} ({score:.2f})", box_colour(n), lw=1.5)
+    figure.suptitle(title, fontsize=11)
     return figure
+
+
+def show_frame(axis: Axes, frame: np.ndarray) -> None:
+    """Shows an (H, W, 3) frame in pixel-edge coordinates (x from 0 to W, y from 0 to H down),
+    those of the boxes, so that a box at the frame's border is drawn on it."""
+    height, width = frame.shape[:2]
+    axis.imshow(frame, extent=(0, width, height, 0))
+
+
+def box_colour(n: int) -> str:
+    """The colour of a frame's ``n``-th box, from a palette that colour-blind readers tell apart."""
+    return BOX_COLOURS[n % len(BOX_COLOURS)]
+
+
+def draw_box(axis: Axes, box: np.ndarray, label: str, colour: str, lw: float = 1.0) -> None:
+    """One box rectangle on a frame, with ``label`` (if any) inside it along its top edge.
+
+    Inside, so that a box at the frame's top keeps its label on the frame (not over the title,
+    not clipped); anchored at the box's right end when the box starts in the frame's right half,
+    so that the label stays on the frame. Empty (padding) and non-finite boxes are skipped.
+    """
+    x1, y1, x2, y2 = (float(value) for value in box)
+    if not np.isfinite([x1, y1, x2, y2]).all() or x2 <= x1 or y2 <= y1:
+        return
+    axis.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color=colour, lw=lw))
+    if not label:
+        return
+    left_edge, right_edge = sorted(axis.get_xlim())
+    right = x1 > (left_edge + right_edge) / 2
+    red, green, blue = to_rgb(colour)
+    dark = 0.299 * red + 0.587 * green + 0.114 * blue < 0.6  # perceived brightness
+    axis.text(
+        min(x2, right_edge) if right else max(x1, left_edge),
+        max(y1, min(axis.get_ylim())),
+        label,
+        color="white" if dark else "black",
+        fontsize=6,
+        ha="right" if right else "left",
+        va="top",
+        clip_on=True,
+        bbox={"facecolor": colour, "alpha": 0.8, "pad": 1, "lw": 0},
+    )
 
 
 def draw(record: VideoRecord, frames: np.ndarray, out: Path, columns: int = 4) -> Path:

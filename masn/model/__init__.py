@@ -12,12 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from masn.model.config import MASNConfig
-    from masn.model.masn import MASN, MASNOutput, VideoFeatures
+    from masn.model.masn import MASN, MASNOutput
+    from masn.model.video import VideoFeatures
 
 _HOMES = {
     "MASN": "masn.model.masn",
     "MASNOutput": "masn.model.masn",
-    "VideoFeatures": "masn.model.masn",
+    "VideoFeatures": "masn.model.video",
     "MASNConfig": "masn.model.config",
 }
 __all__ = ["MASN", "MASNConfig", "MASNOutput", "VideoFeatures"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from masn.roles import FEATURES
+
 Mode = Literal["fixed", "reference"]
 Task = Literal["count", "open_ended", "multiple_choice"]
 Streams = Literal["both", "appearance", "motion"]
@@ -41,6 +43,10 @@ class MASNConfig:
         Standardise each feature dimension with training-set statistics held as buffers
         (:mod:`masn.model.scaling`; ``masn train --standardize`` sets them). Off by default: the
         paper's network reads the features as they are.
+    appearance_dim ... motion_objects_dim:
+        The widths of the four feature inputs, as the feature store records them (the paper's
+        ResNet-152, detector and I3D features are all 2048 wide); object widths default to their
+        stream's global width.
     """
 
     vocab_size: int
@@ -50,7 +56,9 @@ class MASNConfig:
     word_dim: int = 300
     hidden: int = 512
     appearance_dim: int = 2048
+    appearance_objects_dim: int | None = None
     motion_dim: int = 2048
+    motion_objects_dim: int | None = None
     location_dim: int = 64
     dropout: float = 0.3
     graph_layers: int = 3
@@ -62,6 +70,9 @@ class MASNConfig:
     standardize: bool = False
 
     def __post_init__(self) -> None:
+        for stream in ("appearance", "motion"):
+            if getattr(self, f"{stream}_objects_dim") is None:
+                object.__setattr__(self, f"{stream}_objects_dim", getattr(self, f"{stream}_dim"))
         _check_choice("task", self.task, ("count", "open_ended", "multiple_choice"))
         _check_choice("mode", self.mode, ("fixed", "reference"))
         _check_choice("streams", self.streams, ("both", "appearance", "motion"))
@@ -85,6 +96,11 @@ class MASNConfig:
     @property
     def reference(self) -> bool:
         return self.mode == "reference"
+
+    @property
+    def widths(self) -> dict[str, int]:
+        """The width of each feature input, by the feature store's field names."""
+        return {name: getattr(self, f"{name}_dim") for name in FEATURES}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

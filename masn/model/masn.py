@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -16,37 +16,9 @@ from masn.model.pooling import AttentionPool
 from masn.model.question import QuestionEncoder
 from masn.model.scaling import FeatureScaling
 from masn.model.stream import StreamModule
+from masn.model.video import VideoFeatures
 
 BOX_FIELDS = 6  # x1/W, y1/H, x2/W, y2/H, w/W, h/H
-
-
-@dataclass
-class VideoFeatures:
-    """A batch of videos as MASN consumes them (T sampled frames, N objects per frame).
-
-    appearance (B, T, Da): global appearance (ResNet-152) per sampled frame.
-    motion (B, T, Dm): global motion (I3D) per sampled frame.
-    appearance_objects (B, T, N, Da): detector region features.
-    motion_objects (B, T, N, Dm): I3D map RoIAligned with the same boxes.
-    boxes (B, T, N, 6): normalised box geometry.
-    lengths (B,) int64: valid frames per video; frames beyond are padding.
-    """
-
-    appearance: Tensor
-    motion: Tensor
-    appearance_objects: Tensor
-    motion_objects: Tensor
-    boxes: Tensor
-    lengths: Tensor
-
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None):
-        """Moves every tensor to ``device``; floating tensors also to ``dtype``."""
-        moved = {}
-        for field in fields(self):
-            tensor = getattr(self, field.name)
-            cast = dtype if dtype is not None and tensor.is_floating_point() else None
-            moved[field.name] = tensor.to(device=device, dtype=cast, non_blocking=True)
-        return VideoFeatures(**moved)
 
 
 @dataclass
@@ -75,14 +47,12 @@ class MASN(nn.Module):
         super().__init__()
         self.config = config
         self.question = QuestionEncoder(config, word_vectors)
-        self.scaling = (
-            FeatureScaling(config.appearance_dim, config.motion_dim) if config.standardize else None
-        )
+        self.scaling = FeatureScaling(config.widths) if config.standardize else None
         self.box_encoding = nn.Linear(BOX_FIELDS, config.location_dim)
-        streams = {"appearance": config.appearance_dim, "motion": config.motion_dim}
-        kept = streams if config.streams == "both" else {config.streams: streams[config.streams]}
+        kept = ("appearance", "motion") if config.streams == "both" else (config.streams,)
+        widths = config.widths
         self.streams = nn.ModuleDict(
-            {name: StreamModule(config, dim) for name, dim in kept.items()}
+            {name: StreamModule(config, widths[name], widths[f"{name}_objects"]) for name in kept}
         )
         attentions = config.fusion_attentions
         self.fusion = MotionAppearanceFusion(config.hidden, attentions) if attentions else None

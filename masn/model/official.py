@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,16 +21,9 @@ from torch import Tensor
 
 from masn.errors import InvalidInput, MissingInput, UnknownName, root_cause
 from masn.model.config import MASNConfig, Task
-from masn.model.masn import MASN, VideoFeatures
-from masn.model.unpickle import UnsafeCheckpointError, load_module_pickle, module_state_dict
-
-OFFICIAL_TASKS: dict[str, Task] = {
-    "Count": "count",
-    "FrameQA": "open_ended",
-    "MS-QA": "open_ended",
-    "Action": "multiple_choice",
-    "Trans": "multiple_choice",
-}
+from masn.model.masn import MASN
+from masn.model.video import VideoFeatures
+from masn.unpickle import UnsafePickleError, load_module_pickle, module_state_dict
 
 _STREAMS = {"appr": "appearance", "motion": "motion"}
 _FUSION = {"appr": "appearance", "motion": "motion", "all": "all"}
@@ -133,12 +127,10 @@ def _rename(key: str) -> str | None:
     return None
 
 
-def official_config(official: Mapping[str, Any], task: str) -> MASNConfig:
-    """The reference-mode config whose shapes match an official state dict."""
-    if task not in OFFICIAL_TASKS:
-        raise InvalidInput(
-            f"unknown official task {task!r}; expected one of {list(OFFICIAL_TASKS)}"
-        )
+def official_config(official: Mapping[str, Any], head: Task) -> MASNConfig:
+    """The reference-mode config whose shapes match an official state dict of a ``head`` task."""
+    if head not in typing.get_args(Task):
+        raise InvalidInput(f"unknown head {head!r}; expected one of {typing.get_args(Task)}")
     shape = {key: tuple(np.shape(value)) for key, value in official.items()}
     for required in ("glove.weight", "fc.weight", "appr_vq_interact.v_att.logits.h_mat_v"):
         if required not in shape:
@@ -146,9 +138,9 @@ def official_config(official: Mapping[str, Any], task: str) -> MASNConfig:
     vocab_size, word_dim = shape["glove.weight"]
     hidden = shape["embedding_proj.1.weight"][0]
     answers = shape["fc.weight"][0]
-    kind = OFFICIAL_TASKS[task]
+    kind = head
     if kind != "open_ended" and answers != 1:
-        raise InvalidInput(f"a {task} checkpoint has a 1-output head; this one has {answers}")
+        raise InvalidInput(f"a {head} checkpoint has a 1-output head; this one has {answers}")
     layers = {m.group(1) for k in shape if (m := re.match(r"appr_gcn\.layers\.(\d+)\.", k))}
     ban_shape = shape["appr_vq_interact.v_att.logits.h_mat_v"]
     return MASNConfig(
@@ -158,8 +150,10 @@ def official_config(official: Mapping[str, Any], task: str) -> MASNConfig:
         mode="reference",
         word_dim=word_dim,
         hidden=hidden,
-        appearance_dim=shape["compress_appr_local.weight_raw"][1],
-        motion_dim=shape["compress_motion_local.weight_raw"][1],
+        appearance_dim=shape["compress_appr_global.weight_raw"][1],
+        appearance_objects_dim=shape["compress_appr_local.weight_raw"][1],
+        motion_dim=shape["compress_motion_global.weight_raw"][1],
+        motion_objects_dim=shape["compress_motion_local.weight_raw"][1],
         location_dim=shape["bbox_location_encoding.weight"][0],
         graph_layers=len(layers),
         glimpses=ban_shape[1],
@@ -171,7 +165,7 @@ def read_official_checkpoint(path: str | Path) -> dict[str, Tensor]:
     """State dict from an official checkpoint file: a saved state dict or a pickled module.
 
     State dicts load with ``weights_only=True``; whole pickled modules (what the official code
-    saves) go through :func:`model.unpickle.load_module_pickle`, which never runs their code.
+    saves) go through :func:`masn.unpickle.load_module_pickle`, which never runs their code.
     """
     path = Path(path)
     if not path.is_file():
@@ -180,7 +174,7 @@ def read_official_checkpoint(path: str | Path) -> dict[str, Tensor]:
         raise InvalidInput(f"{path} is empty (0 bytes): download the checkpoint again")
     try:
         loaded = _load_state_or_module(path)
-    except UnsafeCheckpointError:
+    except UnsafePickleError:
         raise
     except OSError as error:
         raise InvalidInput(f"cannot read {path}: {error.strerror or error}") from None
@@ -220,22 +214,22 @@ def _unwrap(loaded: Any) -> dict[str, Tensor]:
     return state
 
 
-def load_official(source: str | Path | Mapping[str, Any], task: str) -> MASN:
+def load_official(source: str | Path | Mapping[str, Any], head: Task) -> MASN:
     """A reference-mode MASN (in eval mode) holding official weights.
 
     source: an official state dict (tensors or numpy arrays under the official key names), or a
     checkpoint file saved by the official code (``torch.save(model)``, zip or legacy format) or
-    holding such a state dict. task: Count, FrameQA, Action, Trans or MS-QA.
+    holding such a state dict. head: the task's (count, open_ended or multiple_choice).
     """
     official = read_official_checkpoint(source) if isinstance(source, (str, Path)) else source
     state = convert_official_state_dict(official)
-    model = MASN(official_config(official, task)).to(state["question.embedding.weight"].dtype)
+    model = MASN(official_config(official, head)).to(state["question.embedding.weight"].dtype)
     model.load_state_dict(state, strict=True)
     return model.eval()
 
 
 def forward_official(
-    state_dict: Mapping[str, Any], task: str, inputs: Mapping[str, Any]
+    state_dict: Mapping[str, Any], head: Task, inputs: Mapping[str, Any]
 ) -> np.ndarray:
     """What the official model outputs for ``inputs``, computed by our reference mode in float64.
 
@@ -243,7 +237,7 @@ def forward_official(
     tokens, lengths (numpy arrays or tensors). Returns logits (B, C), multiple-choice scores
     (B, 5) or counts (B,).
     """
-    model = load_official(state_dict, task).double()
+    model = load_official(state_dict, head).double()
 
     def tensor(name: str, dtype: torch.dtype) -> Tensor:
         if name not in inputs:

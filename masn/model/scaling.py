@@ -10,15 +10,14 @@ so a checkpoint carries them and evaluation and ``masn answer`` apply exactly wh
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
-if TYPE_CHECKING:
-    from masn.model.masn import VideoFeatures
+from masn.model.video import VideoFeatures
+from masn.roles import FEATURES
 
-SCALED_FIELDS = ("appearance", "motion", "appearance_objects", "motion_objects")
+SCALED_FIELDS = FEATURES
 """The VideoFeatures inputs that are standardised (box geometry is already in [0, 1])."""
 
 
@@ -28,15 +27,10 @@ class FeatureScaling(nn.Module):
     Until :meth:`set_statistics` is called the buffers are the identity (mean 0, std 1).
     """
 
-    def __init__(self, appearance_dim: int, motion_dim: int):
+    def __init__(self, widths: dict[str, int]):
         super().__init__()
-        widths = {
-            "appearance": appearance_dim,
-            "motion": motion_dim,
-            "appearance_objects": appearance_dim,
-            "motion_objects": motion_dim,
-        }
-        for name, width in widths.items():
+        for name in SCALED_FIELDS:
+            width = widths[name]
             self.register_buffer(f"{name}_mean", torch.zeros(width))
             self.register_buffer(f"{name}_std", torch.ones(width))
 

@@ -19,18 +19,18 @@ class StreamModule(nn.Module):
     are frame-major. The object graph relates them and the BAN grounds the question words in them.
     """
 
-    def __init__(self, config: MASNConfig, feature_dim: int):
+    def __init__(self, config: MASNConfig, global_dim: int, object_dim: int):
         super().__init__()
         hidden, trainable = config.hidden, not config.reference
-        self.object_proj = DropConnectLinear(feature_dim, hidden, config.dropout, trainable)
-        self.global_proj = DropConnectLinear(feature_dim, hidden, config.dropout, trainable)
+        self.object_proj = DropConnectLinear(object_dim, hidden, config.dropout, trainable)
+        self.global_proj = DropConnectLinear(global_dim, hidden, config.dropout, trainable)
         self.local_proj = nn.Linear(hidden + 2 * config.location_dim, hidden)
         self.node_proj = nn.Linear(2 * hidden, hidden)
         self.graph = ObjectGraph(hidden, config.graph_layers, config.adjacency_temperature)
         self.interaction = BilinearAttentionNetwork(hidden, config.glimpses, config.attention_rank)
 
     def nodes(self, frames: Tensor, objects: Tensor, location: Tensor, position: Tensor) -> Tensor:
-        """frames (B, T, D), objects (B, T, N, D), location (B, T, N, 2 * loc), position (T, d).
+        """frames (B, T, D), objects (B, T, N, D'), location (B, T, N, 2 * loc), position (T, d).
 
         Returns node features (B, T * N, d).
         """

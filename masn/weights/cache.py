@@ -1,7 +1,7 @@
 """The weights cache: the folder weight files are fetched into, and its use by one process
 at a time.
 
-The folder is ``--cache`` (``--weights``) when given, else ``$MASN_WEIGHTS_DIR``, else
+The folder is ``--weights`` when given, else ``$MASN_WEIGHTS_DIR``, else
 ``$XDG_CACHE_HOME/masn``, else ``~/.cache/masn``: a user folder, never inside the installed
 package. Processes sharing it (e.g. torchrun ranks) take turns through an advisory lock.
 """
@@ -9,15 +9,13 @@ package. Processes sharing it (e.g. torchrun ranks) take turns through an adviso
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from masn.caller import option
 from masn.errors import InvalidInput
-
-log = logging.getLogger(__name__)
+from masn.locking import ExclusiveLock
 
 ENV_VAR = "MASN_WEIGHTS_DIR"
 
@@ -37,7 +35,7 @@ def cache_dir() -> Path:
 
 
 def cache_folder(cache: Path | None = None, *, writable: bool = False) -> Path:
-    """The cache folder to use: ``cache`` (a --cache option) or :func:`cache_dir`.
+    """The cache folder to use: ``cache`` (the weights setting) or :func:`cache_dir`.
 
     ``writable``: created if absent and checked writable (fetch); listing leaves it as it is.
     Raises InvalidInput, one line saying what to change, when the folder cannot serve.
@@ -49,12 +47,12 @@ def cache_folder(cache: Path | None = None, *, writable: bool = False) -> Path:
         except OSError as error:
             raise InvalidInput(
                 f"cannot create the weights cache {folder} ({error.strerror or error}): choose "
-                f"another folder with --cache or {ENV_VAR}"
+                f"another folder with {option('weights')} or {ENV_VAR}"
             ) from None
         if not os.access(folder, os.W_OK | os.X_OK):
             raise InvalidInput(
                 f"cannot write to the weights cache {folder}: fix its permissions or choose "
-                f"another folder with --cache or {ENV_VAR}"
+                f"another folder with {option('weights')} or {ENV_VAR}"
             )
     return folder
 
@@ -62,19 +60,15 @@ def cache_folder(cache: Path | None = None, *, writable: bool = False) -> Path:
 def _not_a_file(folder: Path) -> Path:
     if folder.exists() and not folder.is_dir():
         raise InvalidInput(
-            f"the weights cache {folder} is a file, not a folder: point --cache or {ENV_VAR} "
-            "at a folder (it is created if absent)"
+            f"the weights cache {folder} is a file, not a folder: point {option('weights')} or "
+            f"{ENV_VAR} at a folder (it is created if absent)"
         )
     return folder
 
 
 @contextlib.contextmanager
 def cache_lock(folder: Path) -> Iterator[None]:
-    """Exclusive use of ``folder`` across processes and threads (flock on ``.lock``)."""
-    with open(folder / ".lock", "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.info("waiting for another process using %s", folder)
-            fcntl.flock(handle, fcntl.LOCK_EX)
+    """Exclusive use of ``folder`` across processes and threads (``masn.locking`` on ``.lock``):
+    a second user waits for the first, naming it."""
+    with ExclusiveLock(folder / ".lock", f"using the weights cache {folder}", "").waiting():
         yield

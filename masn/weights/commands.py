@@ -6,11 +6,12 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+from masn.roles import ROLES
 from masn.weights.cache import cache_folder
 from masn.weights.download import fetch
 from masn.weights.formats.source_tensors import ConversionError
-from masn.weights.installed import ROLE_FILES, install
-from masn.weights.manifest import default_entries, get
+from masn.weights.installed import install
+from masn.weights.manifest import WeightEntry, default_entries, get
 from masn.weights.status import CORRUPT, UNVERIFIED, list_weights
 from masn.weights.verification import LOCK_NAME, WeightsError
 
@@ -30,7 +31,7 @@ def fetch_command(names: Sequence[str] | None, cache: Path | None, force: bool) 
     for entry in entries:
         try:
             verified = fetch(entry, folder, force=force)
-            if entry.role in ROLE_FILES:
+            if entry.role in ROLES:
                 install(entry, verified, folder)
         except (WeightsError, ConversionError) as exc:
             log.error("%s", exc)
@@ -58,7 +59,7 @@ def list_command(cache: Path | None) -> int:
             s.entry.role,
             "yes" if s.entry.default else "",
             s.entry.filename,
-            _size(s.path.stat().st_size) if s.path.is_file() else "",
+            _shown_size(s.entry, s.path),
             s.state + (f" ({_size(s.partial_bytes)} partly downloaded)" if s.partial_bytes else ""),
         )
         for s in statuses
@@ -75,6 +76,16 @@ def list_command(cache: Path | None) -> int:
         names = " ".join(corrupt)
         print(f"corrupt files: download them again with `masn weights fetch --force {names}`")
     return 1 if corrupt else 0
+
+
+def _shown_size(entry: WeightEntry, path: Path) -> str:
+    """The file's size where it is there, else the exact size the manifest knows, else the
+    size its publisher states (about), else "unknown"."""
+    if path.is_file():
+        return _size(path.stat().st_size)
+    if entry.size is not None:
+        return _size(entry.size)
+    return f"~{entry.stated_size}" if entry.stated_size else "unknown"
 
 
 def _size(size: int) -> str:

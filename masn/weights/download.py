@@ -33,6 +33,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from masn.atomic import reporting_full_disk
 from masn.weights.cache import cache_folder, cache_lock
 from masn.weights.manifest import WeightEntry
 from masn.weights.verification import (
@@ -193,7 +194,11 @@ def _transfer(url: str, part: Path, entry: WeightEntry, timeout: float) -> None:
             )
         received = 0
         mode = "ab" if offset else "wb"
-        with open(part, mode) as out, byte_progress(total, entry.filename, offset) as bar:
+        with (
+            reporting_full_disk(part, None if total is None else total - offset),  # rerun resumes
+            open(part, mode) as out,
+            byte_progress(total, entry.filename, offset) as bar,
+        ):
             while True:
                 try:
                     chunk = response.read(_CHUNK)

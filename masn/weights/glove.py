@@ -36,7 +36,7 @@ from typing import IO
 import numpy as np
 from tqdm import tqdm
 
-from masn import atomic
+from masn import atomic, progress
 from masn.errors import InvalidInput, MissingInput
 
 log = logging.getLogger(__name__)
@@ -344,7 +344,9 @@ def _pick_member(archive: zipfile.ZipFile, source: Path, dim: int | None) -> zip
 
 
 def _progress(total: int, label: str) -> tqdm:
-    return tqdm(total=total, desc=f"GloVe {label}", unit="B", unit_scale=True, miniters=1 << 14)
+    return progress.bar(
+        total=total, desc=f"GloVe {label}", unit="B", unit_scale=True, miniters=1 << 14
+    )
 
 
 def _fingerprint(source: Path, words: tuple[str, ...]) -> dict[str, object]:

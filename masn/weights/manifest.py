@@ -21,6 +21,7 @@ from masn.weights.formats.registry import ROLES, format_names
 
 MANIFEST_PATH = Path(__file__).with_name("manifest.json")
 _HEX = re.compile(r"[0-9a-f]+")
+_STATED = re.compile(r"\d+(\.\d+)? (B|KB|MB|GB|KiB|MiB|GiB)")
 
 
 @dataclass(frozen=True)
@@ -39,11 +40,14 @@ class WeightEntry:
     page: str
     description: str
     default: bool
+    stated_size: str | None = None
+    """The size the publisher states where no exact byte count is known (``size``), e.g.
+    "230.434 MiB": shown by `masn weights list`, never checked."""
 
     def __post_init__(self) -> None:
         problems = []
         if self.role not in ROLES:
-            problems.append(f"role {self.role!r} is not one of {sorted(ROLES)}")
+            problems.append(f"role {self.role!r} is not one of {', '.join(ROLES)}")
         if self.format not in format_names():
             problems.append(f"format {self.format!r} is not one of {sorted(format_names())}")
         if not self.urls or not all(u.startswith(("http://", "https://")) for u in self.urls):
@@ -52,6 +56,8 @@ class WeightEntry:
             problems.append(f"filename {self.filename!r} must be a bare file name")
         if self.size is not None and (not isinstance(self.size, int) or self.size <= 0):
             problems.append(f"size {self.size!r} must be a positive number of bytes or null")
+        if self.stated_size is not None and not _STATED.fullmatch(str(self.stated_size)):
+            problems.append(f"stated_size {self.stated_size!r} must read like '230.4 MiB' or null")
         if self.sha256 is not None and not (len(self.sha256) == 64 and _HEX.fullmatch(self.sha256)):
             problems.append("sha256 must be 64 lower-case hex digits or null")
         prefix = self.sha256_prefix
@@ -63,8 +69,9 @@ class WeightEntry:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> WeightEntry:
         fields = set(cls.__dataclass_fields__)
-        if set(data) != fields:
-            missing, extra = sorted(fields - set(data)), sorted(set(data) - fields)
+        required = {name for name in fields if name != "stated_size"}
+        if not required <= set(data) <= fields:
+            missing, extra = sorted(required - set(data)), sorted(set(data) - fields)
             raise ValueError(
                 f"manifest entry {data.get('name')!r}: missing fields {missing}, unknown {extra}"
             )

@@ -8,7 +8,7 @@ from typing import Annotated
 
 from tyro.conf import Positional, arg
 
-from masn.settings import Checked
+from masn.settings import Checked, Decided
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class FetchSettings(Checked):
     """Manifest names (see `masn weights list`); default: the paper's set."""
     force: bool = False
     """Download again even if the file is present."""
-    weights: Path | None = None
+    weights: Decided[Path | None] = None
     """Weights folder (default: $MASN_WEIGHTS_DIR, else $XDG_CACHE_HOME/masn, else
     ~/.cache/masn)."""
 
@@ -32,6 +32,6 @@ class FetchSettings(Checked):
 class ListSettings(Checked):
     """Every published file we know: its role, size and whether it is present and verified."""
 
-    weights: Path | None = None
+    weights: Decided[Path | None] = None
     """Weights folder (default: $MASN_WEIGHTS_DIR, else $XDG_CACHE_HOME/masn, else
     ~/.cache/masn)."""

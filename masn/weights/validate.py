@@ -21,7 +21,6 @@ from pathlib import Path
 
 from masn.errors import InvalidInput
 from masn.weights.formats.registry import get_format
-from masn.weights.formats.safe_pickle import UnsafePickleError
 from masn.weights.manifest import WeightEntry
 
 VALIDATION_VERSION = 1
@@ -37,6 +36,8 @@ def validate(entry: WeightEntry, path: Path) -> object:
 
     Raises :class:`InvalidFormat` with the validator's reason (which names the file).
     """
+    from masn.unpickle import UnsafePickleError  # here: it loads torch, listing does not
+
     try:
         return get_format(entry.format).validator(path)
     except (InvalidInput, UnsafePickleError) as error:

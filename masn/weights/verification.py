@@ -29,7 +29,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from masn import atomic
+from masn import atomic, progress
 from masn.errors import UserError
 from masn.weights.manifest import WeightEntry
 from masn.weights.validate import VALIDATION_VERSION, InvalidFormat, validate
@@ -249,7 +249,7 @@ def _write_lock(folder: Path, files: dict[str, dict[str, Any]]) -> None:
 
 def byte_progress(total: int | None, description: str, initial: int = 0) -> tqdm:
     """A progress bar of bytes (hashing here, downloading in :mod:`masn.weights.download`)."""
-    return tqdm(
+    return progress.bar(
         total=total,
         initial=initial,
         desc=description,

@@ -1,4 +1,5 @@
-"""Extraction settings (masn/extract/settings.py): checked when built, torch-free."""
+"""Extraction settings (masn/extract/settings.py): checked when built (what only a network
+knows, when it is built), torch-free."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from masn.errors import InvalidInput
+from masn import caller
+from masn.errors import InvalidInput, MissingInput
+from masn.extract.networks.backbones import build_backbone
 from masn.extract.settings import DetectorConfig, ExtractionConfig, ExtractSettings, RunOptions
 
 
@@ -18,7 +21,12 @@ def test_settings_are_checked_when_built():
     with pytest.raises(InvalidInput, match="fps must be a positive number"):
         ExtractionConfig(fps=float("nan"))
     with pytest.raises(InvalidInput, match="clip_length must be >= 8 for the nonlocal I3D"):
-        ExtractionConfig(clip_length=4)
+        build_backbone("motion", "nonlocal", ExtractionConfig(clip_length=4))
+    with (  # the command line names its flag
+        caller.command_line(),
+        pytest.raises(InvalidInput, match="--clip-length must be >= 8 for the nonlocal I3D"),
+    ):
+        build_backbone("motion", "nonlocal", ExtractionConfig(clip_length=4))
     with pytest.raises(InvalidInput, match="workers must be a whole number >= 0"):
         RunOptions(workers=-1)
     with pytest.raises(InvalidInput, match="unknown decoding backend 'opencv'"):
@@ -37,8 +45,8 @@ def test_extract_settings_need_videos_and_one_weights_source():
         ExtractSettings(out=Path("x.h5"), videos=Path("v"), weights=Path("w"), random_weights=True)
     with pytest.raises(InvalidInput, match="min_size 700 is larger than max_size 600"):
         DetectorConfig(min_size=700, max_size=600)
-    with pytest.raises(InvalidInput, match="i3d must be one of"):
-        ExtractionConfig(i3d="x3d")
+    with pytest.raises(InvalidInput, match="motion must be one of"):
+        ExtractionConfig(motion="x3d")
 
 
 def test_the_settings_import_no_torch_opencv_or_pyav():
@@ -51,9 +59,9 @@ def test_the_settings_import_no_torch_opencv_or_pyav():
 
 
 def test_optional_backends_name_their_extra_when_missing(monkeypatch):
-    monkeypatch.setitem(sys.modules, "pytorchvideo", None)
+    monkeypatch.setitem(sys.modules, "pytorchvideo.models.hub.resnet", None)
     monkeypatch.setitem(sys.modules, "decord", None)
-    with pytest.raises(InvalidInput, match=r"pip install 'masn\[pytorchvideo\]'"):
-        ExtractionConfig(i3d="pytorchvideo")
+    with pytest.raises(MissingInput, match=r"pip install 'masn\[pytorchvideo\]'"):
+        build_backbone("motion", "pytorchvideo", ExtractionConfig(motion="pytorchvideo"))
     with pytest.raises(InvalidInput, match=r"pip install 'masn\[decord\]'"):
         RunOptions(decoder="decord")

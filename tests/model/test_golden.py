@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from masn.model.masn import VideoFeatures
 from masn.model.official import forward_official, load_official
+from masn.model.video import VideoFeatures
 
 
 def test_forward_official_reproduces_golden_output(golden):
-    output = forward_official(golden.state_dict, golden.task, golden.data)
+    output = forward_official(golden.state_dict, golden.head, golden.data)
     expected = golden["output"]
     assert output.shape == expected.shape and output.dtype == np.float64
     assert np.abs(output - expected).max() / np.abs(expected).max() < 1e-12
@@ -24,7 +24,7 @@ def test_forward_official_reproduces_golden_output(golden):
 
 
 def test_predictions_match_golden(golden):
-    model = load_official(golden.state_dict, golden.task)
+    model = load_official(golden.state_dict, golden.head)
     output = torch.as_tensor(golden["output"])
     assert torch.equal(model.predict(output), torch.as_tensor(golden["prediction"]))
 
@@ -47,7 +47,7 @@ def _capture(model) -> dict[str, object]:
 
 
 def test_every_intermediate_matches_golden(golden):
-    model = load_official(golden.state_dict, golden.task).double()
+    model = load_official(golden.state_dict, golden.head).double()
     seen = _capture(model)
     data = {k: torch.as_tensor(v) for k, v in golden.data.items() if v.dtype.kind not in "US"}
     video = VideoFeatures(
@@ -105,7 +105,7 @@ def test_golden_parity_holds_on_every_mkl_code_path(golden, code_path):
         "from conftest import Golden, load_reference_weights\n"
         "from masn.model.official import forward_official\n"
         "g = Golden(__import__('pathlib').Path(sys.argv[2]), load_reference_weights(sys.argv[3]))\n"
-        "out = forward_official(g.state_dict, g.task, g.data)\n"
+        "out = forward_official(g.state_dict, g.head, g.data)\n"
         "print(np.abs(out - g['output']).max())\n"
     )
     env = {**os.environ, "MKL_CBWR": code_path}

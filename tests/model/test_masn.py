@@ -17,6 +17,7 @@ SMALL = {
     "word_dim": 16,
     "hidden": 32,
     "appearance_dim": 24,
+    "appearance_objects_dim": 28,  # object and global features of a role may differ in width
     "motion_dim": 20,
     "location_dim": 8,
     "glimpses": 2,
@@ -41,8 +42,8 @@ def make_video(lengths: list[int], frames: int, config: MASNConfig, seed: int = 
     video = VideoFeatures(
         appearance=features(b, frames, config.appearance_dim),
         motion=features(b, frames, config.motion_dim),
-        appearance_objects=features(b, frames, OBJECTS, config.appearance_dim),
-        motion_objects=features(b, frames, OBJECTS, config.motion_dim),
+        appearance_objects=features(b, frames, OBJECTS, config.appearance_objects_dim),
+        motion_objects=features(b, frames, OBJECTS, config.motion_objects_dim),
         boxes=torch.rand(b, frames, OBJECTS, 6, generator=g, dtype=torch.float64),
         lengths=torch.tensor(lengths),
     )
@@ -371,7 +372,7 @@ def test_bf16_autocast_stays_close_to_fp32():
 
 
 def test_adjacency_logits_stay_float32_under_autocast():
-    model = make_model().float()
+    model = make_model(appearance_objects_dim=SMALL["appearance_dim"]).float()
     graph = model.streams["appearance"].graph
     nodes = torch.randn(2, 9, SMALL["hidden"])
     mask = torch.ones(2, 9, dtype=torch.bool)
@@ -385,7 +386,7 @@ def test_adjacency_logits_stay_float32_under_autocast():
 def test_dropconnect_is_random_in_training_and_off_in_eval():
     model = make_model()
     projection = model.streams["appearance"].object_proj
-    x = torch.randn(4, SMALL["appearance_dim"], dtype=torch.float64)
+    x = torch.randn(4, SMALL["appearance_objects_dim"], dtype=torch.float64)
     assert torch.equal(projection(x), projection(x))
     projection.train()
     assert not torch.equal(projection(x), projection(x))

@@ -12,15 +12,9 @@ from tests.model.test_masn import make_model, make_questions, make_video
 
 def _statistics(config: MASNConfig, seed: int = 3) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     g = torch.Generator().manual_seed(seed)
-    widths = {
-        "appearance": config.appearance_dim,
-        "motion": config.motion_dim,
-        "appearance_objects": config.appearance_dim,
-        "motion_objects": config.motion_dim,
-    }
     return {
         name: (torch.randn(width, generator=g), 0.5 + torch.rand(width, generator=g))
-        for name, width in widths.items()
+        for name, width in config.widths.items()
     }
 
 
@@ -80,13 +74,9 @@ def test_statistics_travel_with_the_state_dict() -> None:
 
 
 def test_statistics_are_checked() -> None:
-    scaling = FeatureScaling(4, 3)
-    good = {
-        "appearance": (torch.zeros(4), torch.ones(4)),
-        "motion": (torch.zeros(3), torch.ones(3)),
-        "appearance_objects": (torch.zeros(4), torch.ones(4)),
-        "motion_objects": (torch.zeros(3), torch.ones(3)),
-    }
+    widths = {"appearance": 4, "appearance_objects": 5, "motion": 3, "motion_objects": 2}
+    scaling = FeatureScaling(widths)
+    good = {name: (torch.zeros(width), torch.ones(width)) for name, width in widths.items()}
     with pytest.raises(ValueError, match="no statistics"):
         scaling.set_statistics({k: v for k, v in good.items() if k != "motion"})
     with pytest.raises(ValueError, match="shape"):

@@ -14,7 +14,9 @@ project's research key lists ``keys_*.txt`` from weights_formats.md):
 * video-nonlocal-net ``lib/models/resnet_video_org.py`` + ``lib/utils/checkpoints.py``
   (``{"blobs": ...}`` with ``*_momentum``, ``model_iter``, ``lr``, ``pred_*``, Python 2 pickle);
 * pytorchvideo 0.1.5 ``models/hub/resnet.py`` ``i3d_r50`` (``{"model_state": ...}``);
-* torchvision ``models/resnet.py`` ``resnet152``.
+* torchvision ``models/resnet.py`` ``resnet152``;
+* OpenAI's CLIP ``clip/model.py`` as a TorchScript archive (``ViT-B-16.pt``), built with
+  open_clip's CLIP, which keeps OpenAI's names.
 
 :class:`Published` writes one file per format on first use (the detector files are large).
 """
@@ -286,3 +288,49 @@ class Published:
         path = self.folder / "resnet152-f82ba261.pth"
         torch.save(as_torch(resnet), path)
         return path, resnet
+
+
+# ---------------------------------------------------------------- OpenAI CLIP (TorchScript)
+
+# open_clip's configurations of the OpenAI layout: ViT-B/16 as published, and a tiny one.
+CLIP_VIT_B16 = {
+    "embed_dim": 512,
+    "vision_cfg": {"image_size": 224, "patch_size": 16, "width": 768, "layers": 12},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 512, "heads": 8, "layers": 12},
+}
+CLIP_TINY = {
+    "embed_dim": 16,
+    "vision_cfg": {"image_size": 32, "patch_size": 16, "width": 64, "layers": 1, "head_width": 32},
+    "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 32, "heads": 2, "layers": 1},
+}
+
+
+def openai_clip_model(config: dict, seed: int) -> torch.nn.Module:
+    """open_clip's CLIP (quick-GELU) with random weights, arranged as OpenAI's own module: the
+    settings ``input_resolution``, ``context_length`` and ``vocab_size`` as tensors of the
+    state dict, the text tower's causal mask a plain attribute (not in the state dict)."""
+    import open_clip
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = open_clip.CLIP(**config, quick_gelu=True).eval()
+    del model.context_length, model.vocab_size
+    settings = {
+        "input_resolution": config["vision_cfg"]["image_size"],
+        "context_length": config["text_cfg"]["context_length"],
+        "vocab_size": config["text_cfg"]["vocab_size"],
+    }
+    for name, value in settings.items():
+        model.register_buffer(name, torch.tensor(value))
+    mask = model.attn_mask
+    del model.attn_mask
+    model.attn_mask = mask
+    return model
+
+
+def write_openai_clip(path: Path, config: dict = CLIP_VIT_B16, seed: int = 7) -> dict:
+    """A TorchScript archive laid out as OpenAI's ``ViT-B-16.pt``: both towers in float16, saved
+    by ``torch.jit.save`` as OpenAI's was. Returns its state dict."""
+    scripted = torch.jit.script(openai_clip_model(config, seed).half())
+    torch.jit.save(scripted, str(path))
+    return {key: value.detach() for key, value in scripted.state_dict().items()}

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 import masn
+from masn import caller
 from masn.errors import UserError
 from masn.pipeline.cli import main
 from masn.weights import commands
@@ -39,15 +40,23 @@ def test_cache_that_is_a_file_or_cannot_be_created_is_a_user_error(
         lambda: commands.list_command(None),
         lambda: commands.fetch_command(None, None, force=False),
     ):
-        with pytest.raises(UserError, match=r"weights cache .*weights is a file, not a folder"):
+        # The message named --cache, the flag's deprecated name; Python callers get weights=.
+        with pytest.raises(
+            UserError, match=r"weights cache .*weights is a file, not a folder: point weights or "
+        ):
+            call()
+        with (
+            caller.command_line(),
+            pytest.raises(UserError, match=r"is a file, not a folder: point --weights "),
+        ):
             call()
     assert main(["weights", "list"]) == 2  # the CLI prints the one line, no traceback
     monkeypatch.delenv("MASN_WEIGHTS_DIR")
     with pytest.raises(UserError, match="is a file") as error:
-        commands.fetch_command(["glove-42b-300d"], file, force=False)  # --cache FILE
+        commands.fetch_command(["glove-42b-300d"], file, force=False)  # --weights FILE
     with pytest.raises(UserError, match="is a file"):
         commands.list_command(file)
-    with pytest.raises(UserError, match=r"cannot create the weights cache .*--cache"):
+    with pytest.raises(UserError, match=r"cannot create the weights cache .*with weights or"):
         commands.fetch_command(["glove-42b-300d"], file / "sub", force=False)
     assert "\n" not in str(error.value)
     assert file.read_text() == "not a folder"

@@ -46,6 +46,23 @@ def test_list_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     for entry in load_manifest():
         assert re.search(rf"^{re.escape(entry.name)} .* missing$", output, re.MULTILINE)
     assert str(tmp_path) in output
+    # SIZE: what is known of a missing file: what the publisher states (about), or unknown.
+    for name, size in [
+        ("resnet152-imagenet-v1", "~230.434 MiB"),
+        ("glove-42b-300d", "~1.75 GB"),
+        ("vg-frcnn-hf", "unknown"),
+    ]:
+        assert re.search(rf"^{name} .* {size} +missing$", output, re.MULTILINE), name
+
+
+def test_list_shows_the_exact_size_or_the_files(tmp_path: Path, monkeypatch, capsys) -> None:
+    exact = make_entry(["http://127.0.0.1/model.bin"], size=3 * 1024**2, stated_size="3.1 MB")
+    monkeypatch.setattr(commands, "list_weights", lambda folder: list_weights(folder, [exact]))
+    commands.list_command(tmp_path)
+    assert re.search(r"^test-model .* 3\.0 MiB +missing$", capsys.readouterr().out, re.MULTILINE)
+    (tmp_path / "model.bin").write_bytes(b"x" * 2048)
+    commands.list_command(tmp_path)
+    assert re.search(r"^test-model .* 2\.0 KiB ", capsys.readouterr().out, re.MULTILINE)
 
 
 def test_empty_glove_zip_fails_fetch_and_list(
@@ -106,7 +123,7 @@ def test_hand_placed_detector_is_validated_before_it_is_pinned(
     record = read_lock(tmp_path)[entry.name]
     assert record["sha256"] == file_sha256(path)
     assert record["validated"]["format"] == "detectron2_pkl"
-    state, installed = read_installed(tmp_path, "detector")
+    state, installed = read_installed(tmp_path, "detector", "vg-frcnn")
     assert installed.sha256 == record["sha256"] and installed.source == entry.name
     detector.load_state_dict(state, strict=True)
     assert list_weights(tmp_path, [entry])[0].state == VERIFIED

@@ -22,7 +22,7 @@ def test_manifest_is_sane() -> None:
         "resnet152-394f9c45.pth",
         "glove.42B.300d.zip",
     }
-    assert {e.role for e in default_entries()} == ROLES
+    assert {e.role for e in default_entries()} == set(ROLES)
     formats = {e.format for e in entries}
     assert formats >= {"detectron2_pkl", "hf_frcnn", "milvlg_bua", "caffe2_i3d"}
     assert formats >= {"pytorchvideo_i3d", "torchvision_resnet", "glove_zip"}

@@ -1,11 +1,18 @@
-"""The backbones of the extraction networks by role, each registered next to its module.
+"""The networks that fill each extraction role, registered where they are defined.
 
-A backbone is a network that fills a role of :class:`masn.extract.networks.feature_networks.
-FeatureNetworks` and that a setting chooses; today the I3D role has two, the video-nonlocal-net
-layout ("nonlocal") and pytorchvideo's I3D_8x8_R50 ("pytorchvideo"), chosen by
-``ExtractionConfig.i3d``. Torch-free: the names are read from the source of
-``masn/extract/networks/`` (:mod:`masn.registry`, which also says how to add a backbone), and a
-builder's module (torch and all) is imported only when the network is built.
+A backbone is a builder ``(ExtractionConfig) -> nn.Module`` decorated with
+``@backbone(name, role=...)`` and declared as an entry point of ``masn.backbones.<role>``; the
+settings offer its name as a choice of ``--detector``, ``--appearance`` or ``--motion``. What
+the module computes, per role (B sampled frames, N boxes):
+
+* detector: ``(images, scales) -> Detections`` (boxes, labels, scores, region features);
+* appearance: ``(frames (B, S, S, 3) uint8, boxes, frame_sizes) -> (global (B, A), objects
+  (B, N, A') or None)``; None: the detector's region features are the appearance objects;
+* motion: ``(clips (B, L, S, S, 3) uint8, boxes, frame_sizes) -> (global (B, M), objects
+  (B, N, M'))``.
+
+Torch-free: names list from package metadata; a builder's module (torch and all) is imported
+only when the network is built.
 """
 
 from __future__ import annotations
@@ -15,39 +22,47 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from masn.errors import UnknownName
 from masn.registry import Registry
+from masn.roles import ROLES, Role
 
 if TYPE_CHECKING:
     from torch import nn
 
-Builder = Callable[[], Any]  # () -> nn.Module
+    from masn.extract.settings import ExtractionConfig
+
+Builder = Callable[["ExtractionConfig"], Any]  # (config) -> nn.Module
 B = TypeVar("B", bound=Builder)
 
-BACKBONES: Registry[Builder] = Registry("backbone", "masn.extract.networks", "backbone")
+BACKBONES: dict[Role, Registry[Builder]] = {
+    role: Registry(f"{role} network", f"masn.backbones.{role}", "backbone") for role in ROLES
+}
 
 
-def backbone(name: str, *, role: str) -> Callable[[B], B]:
-    """Registers the decorated builder (a function or class called without arguments) as the
-    ``role`` network ``name``. Names are unique across roles."""
+def backbone(name: str, *, role: Role) -> Callable[[B], B]:
+    """Registers the decorated builder as the ``role`` network ``name``."""
+    if role not in BACKBONES:
+        raise ValueError(f"backbone {name!r}: role {role!r} is not one of {', '.join(ROLES)}")
 
     def register(builder: B) -> B:
-        BACKBONES.add(name, builder, role=role)
+        BACKBONES[role].add(name, builder)
         return builder
 
     return register
 
 
-def backbone_names(role: str) -> tuple[str, ...]:
-    """The backbones of ``role``, in declaration order (imports none of them)."""
-    return BACKBONES.names(role=role)
+def backbone_names(role: Role) -> tuple[str, ...]:
+    """The networks of ``role``, masn's own first (imports none of them)."""
+    return BACKBONES[role].names()
 
 
-def build_backbone(role: str, name: str) -> nn.Module:
-    """A new ``role`` network ``name`` (randomly initialised, as its builder makes it)."""
+def build_backbone(role: Role, name: str, config: ExtractionConfig) -> nn.Module:
+    """A new, randomly initialised ``role`` network ``name`` for the extraction ``config``."""
     names = backbone_names(role)
     if name not in names:
-        raise UnknownName(f"unknown {role} backbone {name!r}; known: {', '.join(names)}")
-    return BACKBONES.get(name)()
+        raise UnknownName(f"unknown {role} network {name!r}; known: {', '.join(names)}")
+    return BACKBONES[role].get(name)(config)
 
 
-# The choices of ExtractionConfig.i3d (and --i3d), as a type the settings machinery reads.
-MotionBackbone = Literal[backbone_names("i3d")]  # type: ignore[valid-type]
+# The choices of the settings (--detector, --appearance, --motion), as types they read.
+DetectorBackbone = Literal[backbone_names("detector")]  # type: ignore[valid-type]
+AppearanceBackbone = Literal[backbone_names("appearance")]  # type: ignore[valid-type]
+MotionBackbone = Literal[backbone_names("motion")]  # type: ignore[valid-type]

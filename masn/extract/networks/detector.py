@@ -1,7 +1,7 @@
 """The Visual Genome bottom-up-attention Faster R-CNN (ResNet-101 C4, 1600 objects, 400 attributes).
 
 A port of the Caffe model of peteanderson80/bottom-up-attention onto plain modules and torchvision
-ops, with the Caffe semantics that decide which boxes come out (extraction_anchors.md §1.1, §2.3):
+ops, with the Caffe semantics that decide which boxes come out (docs/extraction.md, "The detector"):
 BGR input minus the Caffe means, resized by cv2 to a 600-pixel short side (1000 max); stride in
 the 1x1 convolutions; a max-pool without padding that rounds up; an RPN with 512 hidden channels,
 py-faster-rcnn anchors and its proposal filter (min size before the 6000 top-k, NMS 0.7, 300
@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import FrozenBatchNorm2d, roi_pool
 
+from masn.extract.networks.backbones import backbone
 from masn.extract.networks.proposals import (
     box_sizes,
     caffe_anchors,
@@ -37,7 +38,7 @@ from masn.extract.networks.proposals import (
     per_class_nms_max_score,
     select_boxes,
 )
-from masn.extract.settings import DetectorConfig
+from masn.extract.settings import DetectorConfig, ExtractionConfig
 
 PIXEL_MEANS_BGR = (102.9801, 115.9465, 122.7717)
 OBJECT_CLASSES = 1600
@@ -185,6 +186,7 @@ class Detector(nn.Module):
     """
 
     stride = 16
+    feature_width = 2048  # of the region features
     min_input = 16  # smaller inputs are padded (the trunk needs 3 pixels; one feature cell)
 
     def __init__(self, config: DetectorConfig = DetectorConfig()):
@@ -275,3 +277,9 @@ class Detector(nn.Module):
             attribute_labels=attribute_labels,
             attribute_scores=attribute_scores,
         )
+
+
+@backbone("vg-frcnn", role="detector")
+def visual_genome_detector(config: ExtractionConfig) -> Detector:
+    """The bottom-up-attention Faster R-CNN (ResNet-101 C4, Visual Genome) with Caffe semantics."""
+    return Detector(config.detector)

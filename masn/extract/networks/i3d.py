@@ -1,24 +1,31 @@
-"""Motion features: Kinetics I3D ResNet-50 on 8-frame clips, RoIAligned with the detector's boxes.
+"""The motion networks: Kinetics I3D ResNet-50 on 8-frame clips, RoIAligned at the detector's boxes.
 
-The default network is the video-nonlocal-net "I3D baseline" layout (Tushar-N/pytorch-resnet3d,
+The default ("nonlocal") is the video-nonlocal-net "I3D baseline" layout (Tushar-N/pytorch-resnet3d,
 which MASN cites): the stem and two temporal max-pools stride time by 8, so one 8-frame 224 x 224
-clip gives one 2048 x 7 x 7 map. pytorchvideo's I3D_8x8_R50 (time stride 2: a 4 x 7 x 7 map) is
-the alternative; either map is averaged over time. Object motion = RoIAlign of that map with the
-frame's boxes scaled to the 7 x 7 grid, averaged over the RoI; global motion = the map's mean.
+clip gives one 2048 x 7 x 7 map. pytorchvideo's I3D_8x8_R50 ("pytorchvideo"; time stride 2: a
+4 x 7 x 7 map) is the alternative. Either map is averaged over time; object motion is pooled from
+it at the frame's boxes (:mod:`masn.extract.networks.regions`), global motion is its mean.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import roi_align
 
-from masn.extract.networks.backbones import backbone, build_backbone
+from masn.caller import option
+from masn.errors import InvalidInput, MissingInput
+from masn.extract.networks.backbones import backbone
+from masn.extract.networks.regions import pool_regions
+
+if TYPE_CHECKING:
+    from masn.extract.settings import ExtractionConfig
 
 KINETICS_MEAN = (0.45, 0.45, 0.45)
 KINETICS_STD = (0.225, 0.225, 0.225)
-ROI_OUTPUT = 7
+NONLOCAL_TIME_STRIDE = 8
 
 
 class Bottleneck3d(nn.Module):
@@ -58,7 +65,6 @@ def _stage(inputs: int, width: int, stride: int, temporal: list[int]) -> nn.Sequ
     return nn.Sequential(*blocks)
 
 
-@backbone("nonlocal", role="i3d")
 class I3DResNet50(nn.Module):
     """video-nonlocal-net I3D R50 (Kinetics-400 baseline 32x2): clips (B, 3, T, H, W) ->
     (B, 2048, T / 8, H / 32, W / 32)."""
@@ -79,47 +85,57 @@ class I3DResNet50(nn.Module):
         return self.layer4(self.layer3(self.layer2(x)))
 
 
-@backbone("pytorchvideo", role="i3d")
-def pytorchvideo_i3d() -> nn.Module:
+def pytorchvideo_i3d_network() -> nn.Module:
     """pytorchvideo's I3D R50 (the I3D_8x8_R50 model-zoo layout) without its head.
 
     Only pytorchvideo's model builders are imported (its transforms break on current torchvision).
     """
     try:
         from pytorchvideo.models.hub.resnet import i3d_r50
-    except ImportError as error:
-        raise ImportError(
-            "the pytorchvideo I3D needs pip install 'masn[pytorchvideo]' (or use --i3d nonlocal)"
-        ) from error
+    except ImportError:
+        raise MissingInput(
+            f"{option('motion', 'pytorchvideo')} needs pytorchvideo: pip install "
+            f"'masn[pytorchvideo]', or use {option('motion', 'nonlocal')} (the paper's)"
+        ) from None
     network = i3d_r50(pretrained=False)
     network.blocks = network.blocks[:-1]  # drop the classification head
     return network
 
 
 class MotionFeatures(nn.Module):
-    """Clips of uint8 frames + boxes -> (global motion (B, 2048), object motion (B, N, 2048)).
+    """Clips of uint8 frames + boxes -> (global motion (B, C), object motion (B, N, C)).
 
-    ``layout``: the I3D backbone (:mod:`masn.extract.networks.backbones`, role "i3d").
+    ``network`` maps normalised clips (B, 3, T, H, W) to maps (B, C, T', H / 32, W / 32); C is
+    ``channels``.
     """
 
-    def __init__(self, layout: str = "nonlocal"):
+    def __init__(self, network: nn.Module, channels: int = 2048):
         super().__init__()
-        self.layout = layout
-        self.network = build_backbone("i3d", layout)
+        self.network = network
+        self.widths = (channels, channels)  # global, objects
         self.register_buffer("mean", torch.tensor(KINETICS_MEAN).view(1, 3, 1, 1, 1), False)
         self.register_buffer("std", torch.tensor(KINETICS_STD).view(1, 3, 1, 1, 1), False)
 
     def forward(self, clips: Tensor, boxes: Tensor, frame_sizes: Tensor) -> tuple[Tensor, Tensor]:
-        """clips (B, T, 224, 224, 3) uint8 RGB; boxes (B, N, 4) pixels of frames whose original
+        """clips (B, T, S, S, 3) uint8 RGB; boxes (B, N, 4) pixels of frames whose original
         (width, height) are ``frame_sizes`` (B, 2)."""
         x = clips.permute(0, 4, 1, 2, 3).float().div_(255.0)
-        maps = self.network((x - self.mean) / self.std).float().mean(dim=2)  # B, 2048, 7, 7
-        grid = torch.tensor(maps.shape[-1:-3:-1], device=maps.device, dtype=torch.float32)
-        scale = (grid / frame_sizes.to(torch.float32)).repeat(1, 2)  # x, y, x, y
-        scaled = boxes.float() * scale.unsqueeze(1)
-        batch, objects = boxes.shape[:2]
-        index = torch.arange(batch, device=maps.device, dtype=torch.float32)
-        rois = torch.cat([index.repeat_interleave(objects).unsqueeze(1), scaled.flatten(0, 1)], 1)
-        regions = roi_align(maps, rois, ROI_OUTPUT, sampling_ratio=2, aligned=True)
-        objects_motion = regions.mean(dim=(2, 3)).view(batch, objects, -1)
-        return maps.mean(dim=(2, 3)), objects_motion
+        maps = self.network((x - self.mean) / self.std).float().mean(dim=2)  # B, C, 7, 7
+        return maps.mean(dim=(2, 3)), pool_regions(maps, boxes, frame_sizes)
+
+
+@backbone("nonlocal", role="motion")
+def nonlocal_i3d(config: ExtractionConfig) -> MotionFeatures:
+    """I3D R50 in the video-nonlocal-net layout (the paper's motion network)."""
+    if config.clip_length < NONLOCAL_TIME_STRIDE:
+        raise InvalidInput(
+            f"{option('clip_length')} must be >= {NONLOCAL_TIME_STRIDE} for the nonlocal I3D "
+            f"(it strides time by {NONLOCAL_TIME_STRIDE}), got {config.clip_length}"
+        )
+    return MotionFeatures(I3DResNet50())
+
+
+@backbone("pytorchvideo", role="motion")
+def pytorchvideo_i3d(config: ExtractionConfig) -> MotionFeatures:
+    """pytorchvideo's I3D_8x8_R50 (pip install 'masn[pytorchvideo]')."""
+    return MotionFeatures(pytorchvideo_i3d_network())

@@ -3,7 +3,7 @@
 Everything follows py-faster-rcnn's pixel conventions: a box [x1, y1, x2, y2] covers
 ``x2 - x1 + 1`` pixels, anchors are centred at ``stride * i + 7.5``, and NMS measures overlap
 with those +1 areas. These details shift boxes by a pixel or change which boxes survive, so they
-are kept exactly (see extraction_anchors.md §2.3).
+are kept exactly (docs/extraction.md, "The detector").
 """
 
 from __future__ import annotations

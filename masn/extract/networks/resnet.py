@@ -1,10 +1,18 @@
-"""Global appearance: ResNet-152 (torchvision architecture, ImageNet weights) per sampled frame."""
+"""The paper's appearance network: ResNet-152 (torchvision architecture, ImageNet weights) per
+sampled frame; its appearance objects are the detector's region features."""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 from torchvision.models import resnet152
+
+from masn.extract.networks.backbones import backbone
+
+if TYPE_CHECKING:
+    from masn.extract.settings import ExtractionConfig
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -17,6 +25,8 @@ class GlobalAppearance(nn.Module):
     with the ImageNet statistics here, so every caller feeds the network the same way.
     """
 
+    widths = (2048, None)  # global, objects (the detector's)
+
     def __init__(self):
         super().__init__()
         # Zero-initialised residual branches keep randomly initialised features finite (150
@@ -26,7 +36,14 @@ class GlobalAppearance(nn.Module):
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), False)
 
-    def forward(self, frames: Tensor) -> Tensor:
+    def forward(self, frames: Tensor, boxes: Tensor, frame_sizes: Tensor) -> tuple[Tensor, None]:
+        """(global (B, 2048), None): the detector's region features are the objects."""
         x = frames.permute(0, 3, 1, 2).float().div_(255.0)
         x = ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
-        return self.backbone(x)
+        return self.backbone(x).float(), None
+
+
+@backbone("resnet152", role="appearance")
+def resnet152_appearance(config: ExtractionConfig) -> GlobalAppearance:
+    """ResNet-152 global features; the detector's region features as objects (the paper)."""
+    return GlobalAppearance()

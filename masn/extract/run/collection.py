@@ -14,8 +14,9 @@ from masn.extract.settings import ExtractSettings
 from masn.extract.store.merge import merge_stores
 from masn.extract.store.writer import check_output
 from masn.extract.video.sources import list_videos
-from masn.runtime import resolve_device
+from masn.runtime import default_workers, resolve_device
 from masn.settings import dump as dump_settings
+from masn.weights.cache import cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -65,3 +66,14 @@ def run_extraction(settings: ExtractSettings) -> int:
     )
     merge_when_all_done(shard, out)
     return 0 if summary.ok else 1
+
+
+def resolved_settings(settings: ExtractSettings) -> ExtractSettings:
+    """``settings`` with the defaults ``masn extract`` decides (``--print-config`` shows them):
+    the weights cache for the published weights, and the decode workers of this rank's share
+    of the node (a run uses at most one per video)."""
+    weights = settings.weights
+    if weights is None and not settings.random_weights:
+        weights = cache_dir()
+    workers = default_workers() if settings.run.workers is None else settings.run.workers
+    return replace(settings, weights=weights, run=replace(settings.run, workers=workers))

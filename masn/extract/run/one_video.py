@@ -18,12 +18,13 @@ from pathlib import Path
 
 import torch
 
-from masn.errors import InvalidInput, MissingInput
+from masn.errors import InvalidInput
 from masn.extract.networks.feature_networks import RANDOM_SEED, FeatureNetworks, load_networks
 from masn.extract.run.runner import extract_features
 from masn.extract.settings import Decoder, ExtractionConfig, RunOptions, check_decoder
 from masn.extract.store.reader import FeatureStore
-from masn.extract.store.schema import VideoRecord
+from masn.extract.store.schema import Provenance, VideoRecord
+from masn.extract.video.decode import check_video_file
 from masn.extract.video.sources import VideoSource
 from masn.runtime import resolve_device
 
@@ -58,21 +59,59 @@ class Extractor:
         installed in ``weights`` (None: the weights cache, filled by ``masn weights fetch``), or
         random ones seeded by ``seed`` with ``random_weights`` (for smoke runs: meaningless).
         ``device``: auto (CUDA if present), cpu, cuda or cuda:N."""
+        config = ExtractionConfig() if config is None else config
+        return cls._on(device, decoder, config, weights, random_weights, seed)
+
+    @classmethod
+    def _on(
+        cls,
+        device: str,
+        decoder: Decoder,
+        config: ExtractionConfig,
+        weights: str | os.PathLike[str] | None,
+        random_weights: bool,
+        seed: int,
+        cause: str = "",
+    ) -> Extractor:
+        """``load_networks`` on ``device`` (``cause``: why random networks, see there)."""
         check_decoder(decoder)
         target = resolve_device(device)
-        config = ExtractionConfig() if config is None else config
-        networks = load_networks(config, weights, random_weights, seed)
+        networks = load_networks(config, weights, random_weights, seed, cause)
         return cls(networks.to_device(target), target, decoder)
+
+    @classmethod
+    def like(
+        cls,
+        provenance: Provenance,
+        weights: str | os.PathLike[str] | None = None,
+        *,
+        device: str = "auto",
+        decoder: Decoder = "pyav",
+        config: ExtractionConfig | None = None,
+    ) -> Extractor:
+        """Networks that extract videos as a store with this ``provenance`` was made: its
+        settings (or ``config``), and its random networks where its features came from random
+        ones (else the weights installed in ``weights``, default the cache)."""
+        seed = provenance.random_seed()
+        config = provenance.extraction_config() if config is None else config
+        if seed is None:
+            return cls._on(device, decoder, config, weights, False, RANDOM_SEED)
+        cause = f"the features are extracted like ones made by random networks (seed {seed})"
+        return cls._on(device, decoder, config, None, True, seed, cause)
 
     @property
     def config(self) -> ExtractionConfig:
         return self.networks.config
 
+    @property
+    def provenance(self) -> Provenance:
+        """What the features it extracts are: its settings and the weights of its networks."""
+        return Provenance.new(self.config.to_dict(), self.networks.weights)
+
     def extract(self, video: str | os.PathLike[str]) -> VideoRecord:
         """The features of ``video``: every field of a stored video, keyed by its file name."""
         video = Path(video)
-        if not video.is_file():
-            raise MissingInput(f"no video at {video}")
+        check_video_file(video)
         source = VideoSource(video.name or "video", video.resolve())
         # On a GPU one process decodes while the networks run; on a CPU it would steal cores.
         workers = 1 if self.device.type == "cuda" else 0

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
-from tqdm import tqdm
 
+from masn import progress
 from masn.extract.networks.feature_networks import FeatureNetworks
 from masn.extract.run.background_writer import Abort, BackgroundWriter, Commit, Rows
 from masn.extract.run.batching import Batcher, NetworkFailure, Result
@@ -164,7 +164,9 @@ class _Run:
     def extract(self) -> None:
         items = iter(self.loader)  # forks the decode workers before any thread of ours starts
         self.background = BackgroundWriter(self.writer)
-        self.progress = tqdm(total=len(self.todo), unit="video", desc="extract", dynamic_ncols=True)
+        self.progress = progress.bar(total=len(self.todo), unit="video", desc="extract")
+        # Inside a video: a long one takes minutes on a CPU (its frame count is known at its end).
+        self.frames = progress.bar(unit="frame", desc="sampled frames", position=1, leave=False)
         try:
             for item in items:
                 if isinstance(item, FrameInputs):
@@ -183,6 +185,7 @@ class _Run:
             self.background.close()
             self._outcomes()
         finally:
+            self.frames.close()
             self.progress.close()
             self.background.stop()
         self.summary.sampled_frames = self.batcher.frames
@@ -206,6 +209,7 @@ class _Run:
                 self._fail(result.key, "network", result.reason)
                 continue
             item, row = result
+            self.frames.update()
             if item.key not in self.failed:
                 self.videos[item.key].waiting[item.position] = row
                 touched[item.key] = None

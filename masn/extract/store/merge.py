@@ -14,7 +14,7 @@ import numpy as np
 
 from masn.errors import InvalidInput
 from masn.extract.store.reader import FeatureStore
-from masn.extract.store.store_file import atomic_hdf5, init_store
+from masn.extract.store.store_file import new_store
 from masn.extract.store.writer import check_output
 
 log = logging.getLogger(__name__)
@@ -48,8 +48,7 @@ def merge_stores(
                 )
         created = min(shard.provenance.created for shard in shards)
         provenance = replace(first.provenance, created=created)
-        with atomic_hdf5(out_path) as out:
-            videos = init_store(out, provenance, first.feature_dtype)
+        with new_store(out_path, provenance, first.feature_dtype) as videos:
             origin: dict[str, Path] = {}
             for shard in shards:
                 source = shard.videos_group()

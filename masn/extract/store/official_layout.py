@@ -1,5 +1,6 @@
-"""The official MASN four-file feature layout (masn_reference §2.1): file names, key patterns,
-where each of our fields lives, and the checks of the files' contents.
+"""The official MASN four-file feature layout: where each of our fields lives in the files each
+dataset names (:mod:`masn.datasets`), and the checks of the files' contents (docs/official-masn.md,
+"The four-file feature layout").
 
 The official loaders open four HDF5 files per dataset, each keyed by the official video key
 (TGIF: the integer ``key`` column of the TGIF-QA csv; MSVD ``vidN``; MSRVTT ``videoN``):
@@ -18,55 +19,20 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import h5py
 import numpy as np
 
+from masn.datasets import dataset_names, get_dataset
+from masn.datasets.spec import OfficialFiles
 from masn.errors import InvalidInput, MissingInput
 from masn.extract.store.schema import SHAPES
 
-Dataset = Literal["tgif", "msvd", "msrvtt"]
-
-
-@dataclass(frozen=True)
-class OfficialFiles:
-    """The four file names the official loaders open for one dataset."""
-
-    appearance: str
-    motion: str
-    objects: str
-    motion_objects: str
-
-    def names(self) -> tuple[str, str, str, str]:
-        """The four names in the order appearance, motion, objects, motion objects."""
-        return (self.appearance, self.motion, self.objects, self.motion_objects)
-
-
 OFFICIAL_FILES: dict[str, OfficialFiles] = {
-    "tgif": OfficialFiles(
-        "res152_avgpool.hdf5",
-        "tgif_i3d_hw7_perclip_avgpool.hdf5",
-        "tgif_btup_f_obj10.hdf5",
-        "tgif_i3d_roialign_hw7_perclip_avgpool_obj10.hdf5",
-    ),
-    **{
-        name: OfficialFiles(
-            f"{name}_res152_avgpool.hdf5",
-            f"{name}_i3d_avgpool_perclip.hdf5",
-            f"{name}_btup_f_obj10.hdf5",
-            f"{name}_i3d_roialign_perclip_obj10.hdf5",
-        )
-        for name in ("msvd", "msrvtt")
-    },
+    name: files for name in dataset_names() if (files := get_dataset(name).official) is not None
 }
-OFFICIAL_KEY = {
-    "tgif": re.compile(r"\d+"),
-    "msvd": re.compile(r"vid\d+"),
-    "msrvtt": re.compile(r"video\d+"),
-}
+OFFICIAL_KEY = {name: re.compile(files.key_pattern) for name, files in OFFICIAL_FILES.items()}
 # The attributes of OfficialFiles, one per file.
 FILE_ROLES = ("appearance", "motion", "objects", "motion_objects")
 # Where each of our fields lives: (file attribute of OfficialFiles, group inside it or "").
@@ -89,13 +55,13 @@ def official_files(dataset: str) -> OfficialFiles:
     return OFFICIAL_FILES[dataset]
 
 
-def check_present(in_dir: Path, dataset: str, files: OfficialFiles) -> None:
+def check_present(in_dir: Path, files: OfficialFiles) -> None:
     """Raises ``MissingInput`` naming the official files ``in_dir`` lacks."""
     missing = [name for name in files.names() if not (in_dir / name).is_file()]
     if missing:
         hint = (
-            " (the README / Google Drive name lacks '_obj10': rename the downloaded file)"
-            if files.motion_objects in missing and dataset == "tgif"
+            f" ({files.motion_objects_hint})"
+            if files.motion_objects in missing and files.motion_objects_hint
             else ""
         )
         raise MissingInput(f"{in_dir} lacks {', '.join(missing)}{hint}")

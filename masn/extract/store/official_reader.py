@@ -27,7 +27,13 @@ from masn.extract.store.official_layout import (
     video_datasets,
 )
 from masn.extract.store.reader import FeatureStore
-from masn.extract.store.schema import FIELDS, VideoRecord
+from masn.extract.store.schema import (
+    FEATURE_FIELDS,
+    FIELDS,
+    VideoRecord,
+    dataset_layout,
+    layout_problems,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +57,7 @@ class OfficialFeatures:
                 f"no folder {self.path}; expected one holding the official {dataset} files "
                 f"{', '.join(self.files.names())}"
             )
-        check_present(self.path, dataset, self.files)
+        check_present(self.path, self.files)
         with open_official(self.path / self.files.appearance) as file:
             first = next(iter(file), None)
             item = file.get(first) if first is not None else None
@@ -106,6 +112,24 @@ class OfficialFeatures:
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.keys())
+
+    @property
+    def widths(self) -> dict[str, int]:
+        """The width of each feature field, from the first video's shapes (no data read)."""
+        tables = self._open()
+        first = self.keys()[0]
+        return {name: int(video_dataset(tables[name], first).shape[-1]) for name in FEATURE_FIELDS}
+
+    def damaged(self, keys: Iterable[str]) -> dict[str, str]:
+        """The videos among ``keys`` whose datasets a reader cannot use (another rank or width
+        than the others', not numbers, T differing across the files), each with what is wrong
+        (``schema.layout_problems``); from the HDF5 headers only."""
+        tables = self._open()
+        layouts = {
+            key: {field: dataset_layout(table.get(key)) for field, table in tables.items()}
+            for key in keys
+        }
+        return layout_problems(layouts, dict.fromkeys(tables), self.widths if layouts else None)
 
     def num_frames(self, key: str) -> int:
         """T, the number of sampled frames of ``key`` (from the appearance shape, no data read)."""

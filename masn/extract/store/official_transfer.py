@@ -19,12 +19,14 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from masn.atomic import removed_if_left_empty
+from masn.caller import on_command_line, option
+from masn.datasets import OfficialDataset
 from masn.errors import InvalidInput, MissingInput
 from masn.extract.store.official_layout import (
     EXAMPLES_SHOWN,
     FILE_ROLES,
     OFFICIAL_KEY,
-    Dataset,
     OfficialFiles,
     check_present,
     field_tables,
@@ -37,38 +39,59 @@ from masn.extract.store.official_layout import (
 )
 from masn.extract.store.reader import FeatureStore
 from masn.extract.store.schema import REQUIRED_FIELDS, FeatureDtype, Provenance, VideoRecord
-from masn.extract.store.store_file import add_video, atomic_hdf5, init_store
+from masn.extract.store.store_file import DamagedVideo, add_video, atomic_hdf5, new_store
+from masn.roles import ROLES
 
 log = logging.getLogger(__name__)
 
-_RENAME = (
-    "rename with a key map (--key-map FILE of our_key<TAB>official_key lines; key_map= in Python)"
-)
-_KEY_HINT = {
-    "tgif": "the integer `key` column of the TGIF-QA csv files; pass a TGIF-QA question file as "
-    "the key map (--key-map Train_count_question.csv; key_map= in Python)",
-    "msvd": f"'vid' + video id; {_RENAME}",
-    "msrvtt": f"'video' + video id; {_RENAME}",
-}
+
+def _key_hint(files: OfficialFiles) -> str:
+    """What the official video keys of a dataset are, and how to rename ours to match."""
+    example = files.key_map_file or "FILE"
+    if on_command_line():
+        key_map, lines = "--key-map FILE", f"--key-map {example}"
+    else:  # in Python a key map is a mapping: read_key_map reads one from the same files
+        key_map, lines = "key_map=read_key_map(FILE)", f"key_map=read_key_map({example!r})"
+    if files.key_map_file is not None:
+        return (
+            f"{files.keys}; pass a question file (e.g. {files.key_map_file}) as the key map: "
+            f"{lines}"
+        )
+    return f"{files.keys}; rename with a key map of our_key<TAB>official_key lines: {key_map}"
+
+
+EXPORT_FIX = "re-extract them, or leave them out with a key map that does not name them"
+
+
+def _damaged_count(count: int) -> str:
+    return f"{count} of its videos {'is' if count == 1 else 'are'} damaged"
 
 
 def export_official(
     store_path: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
-    dataset: Dataset,
+    dataset: OfficialDataset,
     key_map: Mapping[str, str] | None = None,
 ) -> list[Path]:
     """Writes the store's features as the four official files in ``out_dir``; returns them.
 
     Video keys are renamed through ``key_map`` (our key -> official key) when given; videos it
-    does not name are left out with a warning. Every file is replaced atomically.
+    does not name are left out with a warning. Every file is replaced atomically, and only
+    when every video is sound: a damaged video (``FeatureStore.damaged``, or NaN values met
+    while reading) is an error and nothing is written.
     """
     files = official_files(dataset)
     out_dir = Path(out_dir)
     with FeatureStore(store_path) as store:
         names = _official_names(store.keys(), dataset, key_map)
+        damaged = store.damaged(names)  # and NaN values are refused as each video is read
+        if damaged:
+            shown = "; ".join(f"{key!r} ({problem})" for key, problem in list(damaged.items())[:3])
+            raise InvalidInput(
+                f"cannot export {store.path}: {_damaged_count(len(damaged))}: {shown}; {EXPORT_FIX}"
+            )
         paths = [out_dir / name for name in files.names()]
-        with contextlib.ExitStack() as stack:
+        with removed_if_left_empty(out_dir), contextlib.ExitStack() as stack:
             appearance, motion, objects, motion_objects = (
                 stack.enter_context(atomic_hdf5(path)) for path in paths
             )
@@ -80,7 +103,10 @@ def export_official(
                 "motion_objects": motion_objects,
             }
             for key, official in names.items():
-                record = store.read(key, fields=REQUIRED_FIELDS)
+                try:
+                    record = store.read(key, fields=REQUIRED_FIELDS)
+                except DamagedVideo as error:
+                    raise DamagedVideo(f"cannot export: {error.problem}; {EXPORT_FIX}") from None
                 for field, target in targets.items():
                     target.create_dataset(official, data=getattr(record, field).astype(np.float32))
     log.info("exported %d videos to the official %s layout in %s", len(names), dataset, out_dir)
@@ -101,7 +127,7 @@ def _official_names(
         raise InvalidInput(
             f"{len(invalid)} video key(s) are not official {dataset} keys (e.g. "
             f"{', '.join(map(repr, invalid[:EXAMPLES_SHOWN]))}): official keys are "
-            f"{_KEY_HINT[dataset]}"
+            f"{_key_hint(official_files(dataset))}"
         )
     if len(set(names.values())) != len(names):
         raise InvalidInput("the key map gives several videos the same official key")
@@ -110,7 +136,7 @@ def _official_names(
 
 def import_official(
     in_dir: str | os.PathLike[str],
-    dataset: Dataset,
+    dataset: OfficialDataset,
     out_path: str | os.PathLike[str],
     key_map: Mapping[str, str] | None = None,
     skip_incomplete: bool = False,
@@ -121,12 +147,13 @@ def import_official(
     Videos missing from some files or whose files disagree on T are an error listing them;
     with ``skip_incomplete`` they are left out with a warning instead. With ``key_map`` (our
     key -> official key, as for ``export_official``) videos are stored under our keys and
-    official videos it does not name are left out. The store has no pixel boxes, labels or
+    official videos it does not name are left out; files that leave no video to import are an
+    error (no empty store is written). The store has no pixel boxes, labels or
     scores, and its provenance is the official release with unknown weights.
     """
     files = official_files(dataset)
     in_dir = Path(in_dir)
-    check_present(in_dir, dataset, files)
+    check_present(in_dir, files)
     ours = _our_keys(key_map)
     with contextlib.ExitStack() as stack:
         opened = {
@@ -140,12 +167,17 @@ def import_official(
                 [key for key in complete if key not in ours], "have no entry in the key map"
             )
             complete = [key for key in complete if key in ours]
+        if not complete:
+            named = " that the key map names" if ours is not None else ""
+            raise InvalidInput(
+                f"nothing to import: the official {dataset} files in {in_dir} hold no complete "
+                f"video{named}; check the folder (or the key map) and the --dataset"
+            )
         provenance = Provenance.new(
             {"source": "official MASN features", "dataset": dataset},
-            {network: "unknown" for network in ("detector", "resnet152", "i3d")},
+            {role: "unknown" for role in ROLES},
         )
-        with atomic_hdf5(out_path) as out:
-            videos = init_store(out, provenance, dtype)
+        with new_store(out_path, provenance, dtype) as videos:
             for official in complete:
                 arrays = {
                     field: read_dataset(video_dataset(table, official), official)
@@ -188,8 +220,7 @@ def _complete_keys(
         report = f"of {len(keys)} videos, " + "; ".join(problems)
         if not skip_incomplete:
             raise InvalidInput(
-                f"{report}; pass --skip-incomplete (skip_incomplete=True in Python) to import "
-                "only the others"
+                f"{report}; pass {option('skip_incomplete', True)} to import only the others"
             )
         log.warning("skipping incomplete videos: %s", report)
     return [key for key in complete if key not in uneven]

@@ -3,20 +3,36 @@
 from __future__ import annotations
 
 import difflib
+import json
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from urllib.parse import unquote
 
 import h5py
+import numpy as np
 
-from masn.errors import MissingInput, UnknownName
+from masn.errors import InvalidInput, MissingInput, UnknownName
 from masn.extract.store.handle import FilesReplaced, ProcessLocalFiles
-from masn.extract.store.schema import FIELDS, VideoRecord, escape_key, read_metadata
+from masn.extract.store.schema import (
+    FIELDS,
+    FIXED_DTYPES,
+    REQUIRED_FIELDS,
+    VideoRecord,
+    dataset_layout,
+    escape_key,
+    layout_problems,
+    read_metadata,
+)
 from masn.extract.store.store_file import (
+    DAMAGED_FIX,
+    NON_FINITE,
     DamagedStore,
+    DamagedVideo,
+    frame_counts,
     open_store_file,
     read_provenance,
+    stream_widths,
     videos_of,
 )
 
@@ -73,12 +89,30 @@ class FeatureStore:
     def __iter__(self) -> Iterator[str]:
         return iter(self.keys())
 
+    @property
+    def widths(self) -> dict[str, int]:
+        """The width of each feature field (``schema.FEATURE_FIELDS``), the same for every video:
+        as the store records it, or (stores written before it did) as its first video has it."""
+        videos = self.videos_group()
+        if "widths" in videos.file.attrs:
+            return json.loads(videos.file.attrs["widths"])
+        if not len(videos):
+            raise InvalidInput(f"{self.path} holds no videos")
+        return stream_widths(videos)
+
+    def frame_counts(self) -> Iterator[tuple[str, int | None]]:
+        """(key, sampled frames) of every video, in storage order, streamed: from the store's
+        index in one read (``store_file.frame_counts``; None: a damaged video)."""
+        return frame_counts(self.videos_group().file, self.path)
+
     def num_frames(self, key: str) -> int:
         """T, the number of sampled frames of ``key`` (read from the shape, no data read)."""
         return int(self._video(key)["appearance"].shape[0])
 
     def read(self, key: str, fields: Iterable[str] | None = None) -> VideoRecord:
-        """The video's record; only ``fields`` are read (all when None), absent ones are None."""
+        """The video's record; only ``fields`` are read (all when None), absent optional ones are
+        None. A required field that is missing, or values that are NaN or infinite, are a
+        ``DamagedVideo`` naming the video and the field."""
         wanted = FIELDS if fields is None else tuple(fields)
         unknown = sorted(set(wanted) - set(FIELDS))
         if unknown:
@@ -91,7 +125,27 @@ class FeatureStore:
             metadata = read_metadata(group.attrs)
         except (OSError, KeyError) as error:
             raise DamagedStore(self.path, f"cannot read video {key!r}: {error}") from None
-        return VideoRecord(key=key, **arrays, **metadata)
+        for name in wanted:
+            array = arrays.get(name)
+            if array is None and name in REQUIRED_FIELDS:
+                raise DamagedVideo(f"video {key!r} in {self.path}: {name} is missing")
+            if array is not None and array.dtype.kind == "f" and not np.isfinite(array).all():
+                problem = f"video {key!r} in {self.path}: {name} {NON_FINITE}"
+                raise DamagedVideo(f"{problem}; {DAMAGED_FIX}", problem)
+        return VideoRecord(key=key, **arrays, **metadata, provenance=self.provenance)
+
+    def damaged(self, keys: Iterable[str]) -> dict[str, str]:
+        """The videos among ``keys`` whose datasets do not have the store's layout (a dataset
+        missing, another rank or dtype, another width than the store's), each with what is wrong
+        (``schema.layout_problems``). Reads the HDF5 headers only, about a millisecond per
+        video: NaN values are found as a video is read."""
+        layouts = {}
+        for key in keys:
+            group = self._video(key)
+            layouts[key] = {field: dataset_layout(group.get(field)) for field in REQUIRED_FIELDS}
+        feature = np.dtype(self.feature_dtype)
+        dtypes = {field: FIXED_DTYPES.get(field, feature) for field in REQUIRED_FIELDS}
+        return layout_problems(layouts, dtypes, self.widths if layouts else None)
 
     def videos_group(self) -> h5py.Group:
         """The store's open ``videos`` group in this process (one group per escaped key), for

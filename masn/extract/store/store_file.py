@@ -2,10 +2,14 @@
 opening one for reading (format and version checks; a damaged file is a ``DamagedStore``).
 
 Root attributes: ``format`` ("masn-features"), ``version`` (1), ``config`` (JSON of the
-extraction configuration), ``weights`` (JSON: network -> sha256, "random" or "unknown"),
-``created`` (ISO time), ``feature_dtype`` and ``settings`` (YAML of the command settings that
-wrote the store last, when known). The group ``videos`` holds one group per video,
-named by its escaped key (``schema.escape_key``), laid out as ``schema`` describes.
+extraction configuration), ``weights`` (JSON: role -> the weights' source and sha256, "random"
+or "unknown"), ``created`` (ISO time), ``feature_dtype``, ``widths`` (JSON: each feature field's
+width, the same for every video; stores written before it have none) and ``settings`` (YAML of
+the command settings that wrote the store last, when known). The group ``videos`` holds one
+group per video, named by its escaped key (``schema.escape_key``), laid out as ``schema`` says;
+the group ``index`` lists them: ``names`` (escaped keys) and ``frames`` (each one's sampled
+frames), so that a store of 100,000 videos lists them in one read (stores written before it
+have none).
 
 HDF5 files are not crash-safe while open for writing, so a store file is only ever written
 whole, under a temporary name, and then renamed into place (``atomic_hdf5``).
@@ -21,14 +25,17 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import h5py
+import numpy as np
 
 from masn.atomic import replacing
 from masn.errors import InvalidInput, MissingInput
 from masn.extract.store.schema import (
+    FEATURE_FIELDS,
     FeatureDtype,
     Provenance,
     VideoRecord,
     check_dtype,
+    dataset_layout,
     escape_key,
     prepare_arrays,
     record_metadata,
@@ -37,6 +44,7 @@ from masn.extract.store.schema import (
 
 FORMAT = "masn-features"
 VERSION = 1
+INDEX = "index"
 
 
 class DamagedStore(InvalidInput):
@@ -48,6 +56,25 @@ class DamagedStore(InvalidInput):
             f"{path} is damaged or not an HDF5 file ({problem}); rerun `masn extract` with "
             f"--out {path} to rebuild it (the damaged file is moved aside), or use another store"
         )
+
+
+class DamagedVideo(InvalidInput):
+    """One video of a store (or of the official files) whose datasets cannot be used: a missing
+    dataset, another shape or dtype than the others', or NaN and infinite values. ``problem``:
+    what is wrong, without the advice that ends the message."""
+
+    def __init__(self, message: str, problem: str = "") -> None:
+        super().__init__(message)
+        self.problem = problem or message
+
+
+NON_FINITE = (
+    "holds NaN or infinite values, so the store was damaged after it was written (masn extract "
+    "never writes them)"
+)
+DAMAGED_FIX = (
+    "leave the video's questions out of the annotations, or extract the videos into a new store"
+)
 
 
 def init_store(file: h5py.File, provenance: Provenance, dtype: FeatureDtype) -> h5py.Group:
@@ -66,6 +93,50 @@ def init_store(file: h5py.File, provenance: Provenance, dtype: FeatureDtype) -> 
     return file.create_group("videos")
 
 
+@contextlib.contextmanager
+def new_store(
+    path: str | os.PathLike[str],
+    provenance: Provenance,
+    dtype: FeatureDtype,
+    needed: int | None = None,
+) -> Iterator[h5py.Group]:
+    """A new store file that replaces ``path`` once complete (``atomic_hdf5``; ``needed``: its
+    expected size, for a full disk's message): yields its ``videos`` group to fill, then records
+    the feature widths and the index of its videos."""
+    with atomic_hdf5(path, needed) as file:
+        videos = init_store(file, provenance, dtype)
+        yield videos
+        if len(videos):
+            file.attrs["widths"] = json.dumps(stream_widths(videos))
+        names = list(videos)
+        index = file.create_group(INDEX)
+        index.create_dataset("names", data=names, dtype=h5py.string_dtype())
+        frames = [videos[name]["appearance"].shape[0] for name in names]
+        index.create_dataset("frames", data=np.asarray(frames, dtype=np.int64))
+
+
+def frame_counts(file: h5py.File, path: Path) -> Iterator[tuple[str, int | None]]:
+    """(key, sampled frames) of every video of the open store ``file`` (at ``path``), in storage
+    order: from its index in one read, or (a store written before it had one) video by video,
+    from the dataset headers (None: a damaged video without its appearance features)."""
+    index = file.get(INDEX)
+    if index is not None:
+        names, frames = index["names"].asstr()[()], index["frames"][()]
+        for name, count in zip(names, frames, strict=True):
+            yield unquote(name), int(count)
+        return
+    videos = videos_of(file, path)
+    for name in videos:
+        found = dataset_layout(videos[name].get("appearance"))
+        yield unquote(name), None if found is None else found[0][0]
+
+
+def stream_widths(videos: h5py.Group) -> dict[str, int]:
+    """The width of each feature field, from the shapes of the first video (no data read)."""
+    first = videos[next(iter(videos))]
+    return {name: int(first[name].shape[-1]) for name in FEATURE_FIELDS}
+
+
 def add_video(videos: h5py.Group, record: VideoRecord, dtype: FeatureDtype) -> None:
     """Validates ``record`` and writes it into a store's open ``videos`` group."""
     arrays = prepare_arrays(record, dtype)
@@ -76,10 +147,11 @@ def add_video(videos: h5py.Group, record: VideoRecord, dtype: FeatureDtype) -> N
 
 
 @contextlib.contextmanager
-def atomic_hdf5(path: str | os.PathLike[str]) -> Iterator[h5py.File]:
+def atomic_hdf5(path: str | os.PathLike[str], needed: int | None = None) -> Iterator[h5py.File]:
     """A new HDF5 file that replaces ``path`` only once complete and on disk
-    (``masn.atomic.replacing``: temporary name, fsync, rename; leftovers of killed runs go)."""
-    with replacing(path) as temporary, h5py.File(temporary, "w", locking=False) as file:
+    (``masn.atomic.replacing``: temporary name, fsync, rename; leftovers of killed runs go; a full
+    disk names ``path`` and ``needed``, its expected size in bytes)."""
+    with replacing(path, needed) as temporary, h5py.File(temporary, "w", locking=False) as file:
         yield file
 
 
@@ -125,7 +197,7 @@ def provenance_of(file: h5py.File, path: Path) -> tuple[Provenance, str]:
             f"{path} has store version {version}, newer than this code reads "
             f"({VERSION}); update the masn package"
         )
-    return Provenance(config, weights, created, str(attrs.get("settings", ""))), dtype
+    return Provenance.stored(config, weights, created, str(attrs.get("settings", ""))), dtype
 
 
 def videos_of(file: h5py.File, path: Path) -> h5py.Group:

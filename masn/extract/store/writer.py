@@ -1,5 +1,6 @@
-"""Writing a feature store crash-safely: ``StoreWriter``, its one-writer lock, and the checks
-of an output path before any work starts (``check_output``).
+"""Writing a feature store crash-safely: ``StoreWriter``, its one-writer lock (``store_lock``,
+a ``masn.locking`` lock that names its holder), and the checks of an output path before any
+work starts (``check_output``).
 
 HDF5 files are not crash-safe while open for writing, so nothing ever appends to a finished
 store. ``StoreWriter`` commits each video as its own small file in ``<store>.parts/``
@@ -16,8 +17,6 @@ parts, so the videos that were only in it are extracted again.
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import json
 import logging
 import os
@@ -28,8 +27,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from masn.atomic import fsync, remove_stale_temporaries, write_text
-from masn.errors import InUse, InvalidInput
+from masn.atomic import fsync, remove_stale_temporaries, writable_folder, write_text
+from masn.errors import InvalidInput
 from masn.extract.store.parts import PartWriter, committed_parts, copy_part
 from masn.extract.store.schema import (
     FeatureDtype,
@@ -41,12 +40,12 @@ from masn.extract.store.schema import (
 )
 from masn.extract.store.store_file import (
     DamagedStore,
-    atomic_hdf5,
-    init_store,
+    new_store,
     open_store_file,
     read_provenance,
     store_keys,
 )
+from masn.locking import ExclusiveLock
 
 log = logging.getLogger(__name__)
 
@@ -65,67 +64,17 @@ def check_output(path: str | os.PathLike[str]) -> None:
         raise InvalidInput(f"{where} it is a folder; give a file path such as {example}")
     if path.exists() and not path.is_file():
         raise InvalidInput(f"{where} it is not a regular file; give a path such as features.h5")
-    folder = path.parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise InvalidInput(f"{where} {folder} is not a folder") from None
-    except OSError as error:
-        raise InvalidInput(
-            f"{where} cannot create its folder {folder} ({error.strerror}); choose a writable "
-            "output folder"
-        ) from None
-    probe = folder / f".{path.name}.probe.{os.getpid()}"
-    try:
-        probe.touch()
-        probe.unlink()
-    except OSError as error:
-        raise InvalidInput(
-            f"{where} its folder does not accept new files ({error.strerror}); choose a "
-            "writable output folder"
-        ) from None
-    _check_unlocked(path.with_name(path.name + ".parts") / ".lock", path)
+    writable_folder(path.parent, where.rstrip(":"), "choose a writable output folder")
+    store_lock(path).check_free()
 
 
-def _in_use(store: Path) -> InUse:
-    return InUse(f"another process is writing {store}; wait for it to finish or write elsewhere")
-
-
-def _check_unlocked(lock: Path, store: Path) -> None:
-    """Raises ``InUse`` when a writer holds ``lock`` now (the early, advisory check)."""
-    try:
-        descriptor = os.open(lock, os.O_RDWR)
-    except OSError:
-        return  # no lock file: nobody writes (the writer's own lock settles races)
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise _in_use(store) from None
-    except OSError:
-        pass  # no locks on this file system; the writer warns about it
-    finally:
-        os.close(descriptor)
-
-
-def _lock(path: Path, store: Path) -> int:
-    """An exclusive lock on ``path`` held until the descriptor closes (also on kill -9)."""
-    while True:
-        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(descriptor)
-            raise _in_use(store) from None
-        except OSError as error:
-            if error.errno not in (errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOLCK):
-                os.close(descriptor)
-                raise
-            log.warning("no file locks on this file system: run one writer of %s at a time", store)
-            return descriptor
-        # A writer that finished may have deleted the lock file between our open and flock.
-        if path.exists() and os.stat(path).st_ino == os.fstat(descriptor).st_ino:
-            return descriptor
-        os.close(descriptor)
+def store_lock(store: Path) -> ExclusiveLock:
+    """The one-writer lock of ``store`` (in its staging folder ``<store>.parts``)."""
+    return ExclusiveLock(
+        store.with_name(store.name + ".parts") / ".lock",
+        f"writing {store}",
+        "wait for it to finish or write elsewhere",
+    )
 
 
 class StoreWriter:
@@ -152,10 +101,10 @@ class StoreWriter:
         self.parts_dir = self.path.with_name(self.path.name + ".parts")
         self.dtype: FeatureDtype = dtype
         self.provenance = Provenance.new(config, weights, settings)
-        self._lock_fd: int | None = None
         check_output(self.path)
         self.parts_dir.mkdir(exist_ok=True)
-        self._lock_fd = _lock(self.parts_dir / ".lock", self.path)
+        self._lock = store_lock(self.path)
+        self._lock.acquire()
         try:
             for stale in self.parts_dir.glob(".*.tmp"):
                 log.info("removing %s, left by an interrupted run", stale)
@@ -182,7 +131,7 @@ class StoreWriter:
 
     def begin(self, key: str) -> PartWriter:
         """A part writer for the video ``key`` (not yet committed)."""
-        if self._lock_fd is None:
+        if not self._lock.held:
             raise RuntimeError(f"the writer of {self.path} is closed")
         with self._done_lock:
             if key in self._done:
@@ -209,15 +158,16 @@ class StoreWriter:
         replaced the old one, and parts already packed are simply packed again by a rerun.
         Needs free disk space for a second copy of the store.
         """
-        if self._lock_fd is None:
+        if not self._lock.held:
             raise RuntimeError(f"the writer of {self.path} is closed")
         parts = committed_parts(self.parts_dir)
         if not parts and self.path.exists():
             return self.path
         created = read_provenance(self.path)[0].created if self.path.exists() else None
         provenance = replace(self.provenance, created=created or self._parts_created())
-        with atomic_hdf5(self.path) as out:
-            videos = init_store(out, provenance, self.dtype)
+        needed = sum(part.stat().st_size for part in parts.values())
+        needed += self.path.stat().st_size if self.path.exists() else 0
+        with new_store(self.path, provenance, self.dtype, needed) as videos:
             for part in parts.values():
                 copy_part(part, videos)
             if self.path.exists():
@@ -233,15 +183,15 @@ class StoreWriter:
 
     def close(self) -> None:
         """Releases the store; removes the staging folder when no parts are left in it."""
-        if self._lock_fd is None:
+        if not self._lock.held:
             return
-        if not any(name.endswith(".h5") for name in os.listdir(self.parts_dir)):
-            for name in ("provenance.json", ".lock"):
-                (self.parts_dir / name).unlink(missing_ok=True)
+        empty = not any(name.endswith(".h5") for name in os.listdir(self.parts_dir))
+        if empty:
+            (self.parts_dir / "provenance.json").unlink(missing_ok=True)
+        self._lock.release(remove=empty)
+        if empty:
             with contextlib.suppress(OSError):
                 self.parts_dir.rmdir()
-        os.close(self._lock_fd)
-        self._lock_fd = None
 
     def _set_aside_if_damaged(self) -> None:
         """Moves a store file that cannot be read to ``<store>.corrupt-<UTC time>``."""
@@ -270,8 +220,8 @@ class StoreWriter:
             origins.append((self.path, *read_provenance(self.path)))
         if record.exists():
             saved = json.loads(record.read_text())
-            saved_provenance = Provenance(saved["config"], saved["weights"], saved["created"])
-            origins.append((record, saved_provenance, saved["feature_dtype"]))
+            stored = Provenance.stored(saved["config"], saved["weights"], saved["created"])
+            origins.append((record, stored, saved["feature_dtype"]))
         for where, provenance, dtype in origins:
             found = provenance.mismatch(self.provenance)
             if dtype != self.dtype:

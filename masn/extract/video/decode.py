@@ -14,8 +14,11 @@ records.
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import re
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -24,6 +27,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from masn.errors import InvalidInput, MissingInput
 from masn.extract.settings import check_decoder
 from masn.extract.video.frames import TIME_TOLERANCE, FrameSelector, end_time, select_frames
 
@@ -88,9 +92,51 @@ class _Progress:
     duration: float = 0.0
 
 
+_KINDS = {
+    stat.S_IFIFO: "a named pipe (FIFO)",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFDIR: "a folder",
+}
+
+
+def unreadable(path: str | os.PathLike[str]) -> str | None:
+    """Why ``path`` cannot be read as a video file, in words; None for a readable regular file
+    (which may still be empty or no video)."""
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        if path.is_symlink():
+            return f"a broken symbolic link (to {os.readlink(path)}, which does not exist)"
+        return f"no such file: {path}"
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return "a symbolic link that loops (it points back at itself)"
+        return f"cannot read it: {error.strerror or error}"
+    if not stat.S_ISREG(mode):
+        return f"not a regular file but {_KINDS.get(stat.S_IFMT(mode), 'a special file')}"
+    if not os.access(path, os.R_OK):
+        return "cannot read it: permission denied"
+    return None
+
+
+def check_video_file(path: str | os.PathLike[str]) -> None:
+    """Refuses a video path that is absent (``MissingInput``) or that is not a readable regular
+    file (``InvalidInput`` saying what it is: a named pipe, a device, a looping link...)."""
+    problem = unreadable(path)
+    if problem is None:
+        return
+    if not os.path.lexists(path):
+        raise MissingInput(f"no video at {path}")
+    raise InvalidInput(f"cannot read the video {path}: {problem}")
+
+
 def _check_file(path: Path) -> None:
-    if not path.is_file():
-        raise DecodeError(f"no such file: {path}")
+    problem = unreadable(path)
+    if problem is not None:
+        raise DecodeError(problem)
     if path.stat().st_size == 0:
         raise DecodeError("empty file")
 
@@ -104,6 +150,8 @@ def _open(path: Path) -> av.container.InputContainer:
     _check_file(path)
     try:
         container = av.open(str(path))
+    except PermissionError as error:  # av.error.PermissionError: unreadable, whatever it holds
+        raise DecodeError(f"cannot read it: {_ffmpeg_reason(error)}") from error
     except av.FFmpegError as error:
         raise DecodeError(f"not a video: {_ffmpeg_reason(error)}") from error
     if not container.streams.video:

@@ -14,32 +14,55 @@ the same); a count its raw regression output next to the rounded, clamped count.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from masn.errors import InvalidInput, MissingInput
+from masn.atomic import writable_folder
+from masn.caller import option
+from masn.errors import InvalidInput
+from masn.extract.networks.feature_networks import feature_widths
 from masn.extract.networks.vocab import attribute_names, object_names
 from masn.extract.run.one_video import Extractor
+from masn.extract.settings import ExtractionConfig
 from masn.extract.show import frames_at
-from masn.extract.store.schema import VideoRecord
+from masn.extract.store.schema import (
+    FEATURE_FIELDS,
+    RANDOM_WEIGHTS_NOTE,
+    Provenance,
+    VideoRecord,
+)
+from masn.extract.video.decode import check_video_file
 from masn.model import MASNConfig, VideoFeatures
 from masn.pipeline.answering.figure import AnswerView, draw_answer
 from masn.pipeline.answering.settings import AnswerSettings
-from masn.pipeline.qa.datasets import candidate_texts, encode_question, pad_video
-from masn.pipeline.qa.text import tokeniser
-from masn.pipeline.training.checkpoint import Predictor, load_predictor
+from masn.pipeline.qa.questions import candidate_texts, encode_question, pad_video
+from masn.pipeline.qa.text import QUESTION_WIDTH, Tokeniser, tokeniser
+from masn.pipeline.training.checkpoint import Predictor, checkpoint_file, load_predictor
 from masn.pipeline.training.evaluate import top_answers
+from masn.weights.cache import cache_dir
 
 log = logging.getLogger(__name__)
 
 DIGITS = 6  # decimals of the scores in the result
-# Widths of what extraction writes: ResNet-152 and I3D R50 both pool 2048 channels.
-EXTRACTED_WIDTHS = {"appearance": 2048, "motion": 2048}
-RANDOM_NOTE = "RANDOM WEIGHTS: features and answers are meaningless"
+QUESTION_CHARS = 300  # the longest question text shown (in the figure, the result, the log)
+RANDOM_NOTE = f"{RANDOM_WEIGHTS_NOTE}: features and answers are meaningless"
+HEAD_NAMES = {
+    "open_ended": "an open-ended",
+    "count": "a count",
+    "multiple_choice": "a multiple-choice",
+}
+SAME_FEATURES = (
+    "extract the video as the model's training features were (same networks and settings)"
+)
+ANSWER_FIX = (
+    "leave out the extraction flags, --weights and --random-weights: masn answer extracts like "
+    "the model's training features by default"
+)
 
 
 @dataclass
@@ -51,7 +74,8 @@ class ModelAnswer:
     each fusion attention map (2L, 2L) of the answered question (the chosen candidate's for
     multiple choice). words: the question's tokens the model read (with the chosen candidate).
     chosen: the video's sampled frames the model read. output: the raw count (count head only).
-    unknown: question words outside the vocabulary (read as UNK).
+    unknown: question words outside the vocabulary (read as UNK). question: the question as the
+    model read it (cut to its first ``QUESTION_WIDTH`` words when longer).
     """
 
     answer: str | int
@@ -62,6 +86,7 @@ class ModelAnswer:
     chosen: np.ndarray
     output: float | None = None
     unknown: tuple[str, ...] = ()
+    question: str = ""
 
 
 def check_question(predictor: Predictor, question: str, candidates: list[str] | None) -> None:
@@ -72,9 +97,10 @@ def check_question(predictor: Predictor, question: str, candidates: list[str] | 
     head = predictor.spec.head
     if head == "multiple_choice":
         if not candidates or len(candidates) < 2:
+            example = option("candidates", ["answer one", "answer two", ...])
             raise InvalidInput(
-                "this checkpoint answers multiple-choice questions: pass at least two "
-                '--candidates "answer one" "answer two" ...'
+                f"this checkpoint answers multiple-choice questions: pass at least two candidates, "
+                f"e.g. {example}"
             )
         empty = [c for c in candidates if not tokenise(c)]
         if empty:
@@ -83,20 +109,54 @@ def check_question(predictor: Predictor, question: str, candidates: list[str] | 
             raise InvalidInput(f"the candidates repeat one another: {candidates}")
     elif candidates:
         raise InvalidInput(
-            f"this checkpoint has a {head} head; --candidates are for multiple-choice models"
+            f"this checkpoint has {HEAD_NAMES[head]} head; {option('candidates')} are for "
+            "multiple-choice models"
         )
 
 
-def check_widths(config: MASNConfig, appearance: int, motion: int, origin: str) -> None:
-    """Refuses features whose widths differ from the model's (e.g. a model trained on small
-    synthetic features cannot read real ones)."""
-    wanted = {"appearance": config.appearance_dim, "motion": config.motion_dim}
-    given = {"appearance": appearance, "motion": motion}
-    if wanted != given:
+def check_widths(config: MASNConfig, widths: dict[str, int], origin: str) -> None:
+    """Refuses features whose widths differ from the model's (e.g. a model trained on CLIP
+    features cannot read ResNet-152 ones)."""
+    wanted = config.widths
+    if wanted != widths:
+        names = ", ".join(name.replace("_", " ") for name in wanted)
         raise InvalidInput(
-            f"the model reads appearance / motion features of width {wanted['appearance']} / "
-            f"{wanted['motion']}, but {origin} gives {given['appearance']} / {given['motion']}: "
-            "use a checkpoint trained on features from masn extract"
+            f"the model reads features of widths {' / '.join(map(str, wanted.values()))} "
+            f"({names}), but {origin} gives "
+            f"{' / '.join(str(widths.get(name)) for name in wanted)}: extract with the "
+            f"networks the model was trained on ({option('appearance')}, {option('motion')}), "
+            "or use another checkpoint"
+        )
+
+
+def check_features(
+    trained: Provenance | None, given: Provenance | None, origin: str, fix: str = SAME_FEATURES
+) -> None:
+    """Refuses features made otherwise than the model's training features (``fix``: what to
+    do), and warns where they differ only in random networks; silent where either side is
+    unknown (e.g. official features).
+
+    Other sizes, rates, networks or published weights give features the model never saw, so its
+    answer would be meaningless: refused. Random networks on one side (or other seeds) only
+    warn: random features serve smoke runs, whose answers mean nothing anyway and which the
+    random-weights banner announces; refusing would block them. Numeric precision and storage
+    dtype (``schema.NUMERICS``) change features by rounding only and are not compared.
+    """
+    if trained is None or given is None:
+        return
+    found = given.differences(trained)
+    other = [*found.settings, *found.networks]
+    if other:
+        raise InvalidInput(
+            f"{origin} were made otherwise than the model's training features "
+            f"({'; '.join(other)}): {fix}"
+        )
+    if found.random:
+        log.warning(
+            "%s come from other networks than the model's training features (%s): the answer "
+            "means nothing",
+            origin,
+            "; ".join(found.random),
         )
 
 
@@ -117,15 +177,17 @@ def answer_record(
     question: str,
     candidates: list[str] | None = None,
     device: torch.device | str = "cpu",
+    fix: str | None = SAME_FEATURES,
 ) -> ModelAnswer:
-    """Asks the model ``question`` about the extracted video ``record``."""
+    """Asks the model ``question`` about the extracted video ``record``. Features made otherwise
+    than the model's training features are refused or warned about (:func:`check_features`;
+    ``fix``: what to do instead, None where they were checked before extraction)."""
     check_question(predictor, question, candidates)
-    check_widths(
-        predictor.model.config,
-        int(record.appearance.shape[-1]),
-        int(record.motion.shape[-1]),
-        f"the features of {record.key!r}",
-    )
+    widths = {name: int(getattr(record, name).shape[-1]) for name in FEATURE_FIELDS}
+    origin = f"the features of {record.key!r}"
+    check_widths(predictor.model.config, widths, origin)
+    if fix is not None:
+        check_features(predictor.features, record.provenance, origin, fix)
     device = torch.device(device)
     video, chosen = video_features(record, predictor.frames, predictor.sampling)
     length = int(record.appearance.shape[0])
@@ -137,6 +199,7 @@ def answer_record(
             predictor.sampling,
         )
     tokenise = tokeniser(predictor.tokenizer)
+    question = model_question(question, tokenise)
     head = predictor.spec.head
     multiple_choice = head == "multiple_choice"
     choices = list(candidates or ()) if multiple_choice else []
@@ -190,7 +253,29 @@ def answer_record(
         chosen=chosen,
         output=raw,
         unknown=unknown,
+        question=question,
     )
+
+
+def model_question(question: str, tokenise: Tokeniser) -> str:
+    """``question`` as the model reads it: a question longer than the model's ``QUESTION_WIDTH``
+    words is cut to its first ones (their tokens, joined), with one warning; the text is also
+    cut to ``QUESTION_CHARS`` (a single endless word), so that the figure, the result and the
+    log stay readable."""
+    words = tokenise(question)
+    if len(words) <= QUESTION_WIDTH and len(question) <= QUESTION_CHARS:
+        return question
+    text = " ".join(words[:QUESTION_WIDTH])
+    if len(text) > QUESTION_CHARS:
+        text = text[: QUESTION_CHARS - 1] + "…"
+    if len(words) > QUESTION_WIDTH:
+        log.warning(
+            "the question has %d words; the model reads its first %d, the rest is left out: %r",
+            len(words),
+            QUESTION_WIDTH,
+            text,
+        )
+    return text
 
 
 def answer_view(
@@ -218,7 +303,7 @@ def answer_view(
     if answer.output is not None:
         top = [(f"{answer.answer} (raw {answer.output:.2f})", answer.output)]
     return AnswerView(
-        question=question,
+        question=answer.question or question,
         words=answer.words,
         top=top,
         attention=answer.attention,
@@ -232,45 +317,92 @@ def answer_view(
     )
 
 
-def answer_video(settings: AnswerSettings) -> dict[str, Any]:
+def figure_path(settings: AnswerSettings) -> Path:
+    """Where ``masn answer`` draws its figure: ``--out``, else the run folder of the checkpoint
+    (``RUN/answers/<video stem>.answer.png``), never the current folder."""
+    if settings.out is not None:
+        return Path(settings.out)
+    run = checkpoint_file(settings.checkpoint).parent
+    return run / "answers" / f"{Path(settings.video).stem}.answer.png"
+
+
+def resolved_settings(
+    settings: AnswerSettings, predictor: Predictor | None = None
+) -> AnswerSettings:
+    """``settings`` with the defaults ``masn answer`` decides (``--print-config`` shows them): the
+    figure beside the checkpoint, and the extraction settings and networks of the model's
+    training features where no flag chose others (extraction flags that differ from the
+    defaults, --weights, --random-weights); the installed weights of the cache otherwise.
+    ``predictor``: the checkpoint's model, when loaded already."""
+    predictor = load_predictor(settings.checkpoint) if predictor is None else predictor
+    trained = predictor.features
+    changes: dict[str, Any] = {"out": figure_path(settings)}
+    if trained is not None and settings.features == ExtractionConfig():
+        changes["features"] = trained.extraction_config()
+    chosen = settings.weights is not None or settings.random_weights
+    seed = None if trained is None else trained.random_seed()
+    if not chosen and seed is not None:
+        changes |= {"random_weights": True, "seed": seed}
+    elif not settings.random_weights and settings.weights is None:
+        changes["weights"] = cache_dir()
+    return replace(settings, **changes)
+
+
+def answer_extractor(settings: AnswerSettings, predictor: Predictor) -> Extractor:
+    """The networks ``masn answer`` extracts with (:func:`resolved_settings`). Features made
+    otherwise than the model's training features are refused or warned about here
+    (:func:`check_features`), before the slow extraction."""
+    trained, decided = predictor.features, resolved_settings(settings, predictor)
+    check_widths(
+        predictor.model.config, feature_widths(decided.features), "the extraction networks"
+    )
+    if trained is None or settings.weights is not None or settings.random_weights:
+        extractor = Extractor.load(
+            settings.weights,
+            random_weights=settings.random_weights,
+            seed=settings.seed,
+            device=settings.device,
+            config=decided.features,
+            decoder=settings.decoder,
+        )
+    else:  # like the training features: their random networks, or the installed weights
+        extractor = Extractor.like(
+            trained, device=settings.device, decoder=settings.decoder, config=decided.features
+        )
+    check_features(trained, extractor.provenance, "the features asked for", ANSWER_FIX)
+    return extractor
+
+
+def answer_video(
+    settings: AnswerSettings, show: Callable[[dict[str, Any]], None] | None = None
+) -> dict[str, Any]:
     """``masn answer``: extracts the video, answers the question with the checkpoint's model and
-    draws the figure (default ``<video stem>.answer.png`` here); returns a JSON-ready summary.
+    draws the figure (:func:`figure_path`); returns a JSON-ready summary.
 
     Everything that can be checked without the video (checkpoint, question, candidates, feature
-    widths, weights) is checked before the slow extraction starts.
+    widths, weights, the figure's folder) is checked before the slow extraction starts. ``show``
+    gets the summary before the figure is drawn, so that a figure that cannot be written (a
+    full disk) loses no answer.
     """
-    video, question, out = Path(settings.video), settings.question, settings.out
+    video, question, out = Path(settings.video), settings.question, figure_path(settings)
     candidates = list(settings.candidates) if settings.candidates else None
-    if not video.is_file():
-        raise MissingInput(f"no video at {video}")
+    check_video_file(video)
     predictor = load_predictor(settings.checkpoint)
     check_question(predictor, question, candidates)
-    check_widths(predictor.model.config, **EXTRACTED_WIDTHS, origin="masn extract")
-    config, random_weights = settings.features, settings.random_weights
-    extractor = Extractor.load(
-        settings.weights,
-        random_weights=random_weights,
-        seed=settings.seed,
-        device=settings.device,
-        config=config,
-        decoder=settings.decoder,
-    )
-    where = extractor.device
+    writable_folder(out.parent, "masn answer cannot write its figure", "choose a writable --out")
+    extractor = answer_extractor(settings, predictor)
+    where, config = extractor.device, extractor.config
+    random_weights = extractor.provenance.random_seed() is not None
     record = extractor.extract(video)
     del extractor  # frees the device for the model
-    answer = answer_record(predictor, record, question, candidates, where)
-    frames = frames_at(record.path, record.frame_times[answer.chosen], config.fps, settings.decoder)
-    names = predictor.model.config.fusion_attentions
-    note = RANDOM_NOTE if random_weights else ""
-    view = answer_view(question, answer, names, record, frames, note)
-    figure = draw_answer(view, out if out is not None else Path.cwd() / f"{video.stem}.answer.png")
+    answer = answer_record(predictor, record, question, candidates, where, fix=None)
     result: dict[str, Any] = {
         "video": str(video),
-        "question": question,
+        "question": answer.question,
         "answer": answer.answer,
         "top": [[text, score] for text, score in answer.top],
         "alpha": {name: round(value, DIGITS) for name, value in answer.alpha.items()},
-        "figure": str(figure),
+        "figure": str(out),
         "random_weights": random_weights,
         "sampled_frames": int(record.appearance.shape[0]),
         "frames_used": len(answer.chosen),
@@ -281,4 +413,10 @@ def answer_video(settings: AnswerSettings) -> dict[str, Any]:
         result["candidates"] = list(candidates)
     if answer.unknown:
         result["unknown_words"] = list(answer.unknown)
+    if show is not None:
+        show(result)
+    frames = frames_at(record.path, record.frame_times[answer.chosen], config.fps, settings.decoder)
+    names = predictor.model.config.fusion_attentions
+    note = RANDOM_NOTE if random_weights else ""
+    draw_answer(answer_view(question, answer, names, record, frames, note), out)
     return result

@@ -16,29 +16,32 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure, SubFigure
 from matplotlib.image import AxesImage
-from matplotlib.patches import Rectangle
 
 from masn import atomic
+from masn.extract.show import FRAME_TITLE_HEIGHT, box_colour, draw_box, show_frame
 
 MAX_FRAMES = 8
 MAX_BOXES = 5
 LABEL_CHARS = 14
 # Panel sizes in inches.
 MAP_WIDTH, ALPHA_WIDTH, ANSWERS_WIDTH, MIN_WIDTH = 5.0, 2.2, 4.5, 12.0
-NOTE_HEIGHT, ANALYSIS_HEIGHT, MAX_BAND_HEIGHT = 0.45, 5.5, 4.0
+NOTE_HEIGHT, ANALYSIS_HEIGHT, MAX_FRAME_HEIGHT = 0.45, 5.5, 4.0
 TITLES = {
     "appearance": "appearance-centred",
     "motion": "motion-centred",
     "all": "all-mixed",
 }
 SHORT = {"appearance": "app.", "motion": "mot.", "all": "all"}
-APPEARANCE_COLOUR = "tab:blue"
-MOTION_COLOUR = "tab:orange"
+# Okabe-Ito colours (told apart with every common colour-vision deficiency): the streams' words
+# and weights; the model's top answer in dark grey, the others light: a score's colour says
+# which answer the model chose, never whether it is right (the figure does not know).
+APPEARANCE_COLOUR, MOTION_COLOUR, MIXED_COLOUR = "#0072B2", "#D55E00", "#CC79A7"
+STREAM_COLOURS = {"appearance": APPEARANCE_COLOUR, "motion": MOTION_COLOUR, "all": MIXED_COLOUR}
+CHOSEN_COLOUR, OTHER_COLOUR = "#404040", "#BBBBBB"
 NO_FUSION = "no fusion module (single stream or fusion=none)"
 
 
@@ -122,14 +125,15 @@ def answer_figure(view: AnswerView) -> Figure:
     frames = None if view.frames is None or len(view.frames) == 0 else np.asarray(view.frames)
     heights = ([NOTE_HEIGHT] if view.note else []) + [ANALYSIS_HEIGHT]
     if frames is not None:
-        heights.insert(len(heights) - 1, _band_height(frames, width))
+        band = _frame_width(frames, width) * _aspect(frames) + FRAME_TITLE_HEIGHT
+        heights.insert(len(heights) - 1, band)
     figure = Figure(figsize=(width, sum(heights) + 0.6), layout="constrained")
     figure.suptitle(textwrap.fill(view.question, 140), fontsize=14, fontweight="bold")
     rows = list(figure.subfigures(len(heights), 1, height_ratios=heights, squeeze=False)[:, 0])
     if view.note:
         _draw_note(rows.pop(0), view.note)
     if frames is not None:
-        _draw_frames(rows.pop(0), view, frames)
+        _draw_frames(rows.pop(0), view, frames, width)
     _draw_analysis(rows.pop(0), view, maps, columns)
     return figure
 
@@ -143,11 +147,16 @@ def _analysis_columns(maps: list[tuple[str, np.ndarray, float | None]]) -> dict[
     return columns
 
 
-def _band_height(frames: np.ndarray, width: float) -> float:
-    """Height in inches of the frame band: one row of frames at their aspect ratio, titled."""
+def _frame_width(frames: np.ndarray, width: float) -> float:
+    """Width in inches of each shown frame in a figure ``width`` inches wide: the frames share
+    the width, unless that would make them taller than ``MAX_FRAME_HEIGHT``."""
     shown = len(pick_frames(len(frames)))
-    aspect = frames.shape[1] / max(frames.shape[2], 1)
-    return min(MAX_BAND_HEIGHT, width / shown * aspect) + 0.4
+    return min(width / shown, MAX_FRAME_HEIGHT / _aspect(frames))
+
+
+def _aspect(frames: np.ndarray) -> float:
+    """Height over width of (N, H, W, 3) frames."""
+    return frames.shape[1] / max(frames.shape[2], 1)
 
 
 def _draw_note(panel: SubFigure, note: str) -> None:
@@ -164,13 +173,17 @@ def _draw_note(panel: SubFigure, note: str) -> None:
     )
 
 
-def _draw_frames(panel: SubFigure, view: AnswerView, frames: np.ndarray) -> None:
-    """Up to MAX_FRAMES evenly picked frames with their first boxes, labels and times."""
+def _draw_frames(panel: SubFigure, view: AnswerView, frames: np.ndarray, width: float) -> None:
+    """Up to MAX_FRAMES evenly picked frames with their first boxes, labels and times, side by
+    side and centred (frames that cannot fill the width leave it at both sides, not between)."""
     picked = pick_frames(len(frames))
-    axes = panel.subplots(1, len(picked), squeeze=False)[0]
-    colours = matplotlib.colormaps["tab10"]
+    side = (width / _frame_width(frames, width) - len(picked)) / 2  # in frame widths
+    ratios = [side, *[1.0] * len(picked), side] if side > 0.05 else [1.0] * len(picked)
+    grid = panel.add_gridspec(1, len(ratios), width_ratios=ratios)
+    first = 1 if side > 0.05 else 0
+    axes = [panel.add_subplot(grid[0, first + i]) for i in range(len(picked))]
     for axis, index in zip(axes, picked, strict=True):
-        axis.imshow(frames[index])
+        show_frame(axis, frames[index])
         axis.set_xticks([])
         axis.set_yticks([])
         when = "" if view.frame_times is None else f"t = {float(view.frame_times[index]):.2f} s"
@@ -180,27 +193,8 @@ def _draw_frames(panel: SubFigure, view: AnswerView, frames: np.ndarray) -> None
         labels = view.labels[index] if view.labels is not None else []
         for k, box in enumerate(np.asarray(view.boxes[index], dtype=float)[:MAX_BOXES]):
             label = labels[k] if k < len(labels) else ""
-            _draw_box(axis, box, label, colours(k % 10))
-
-
-def _draw_box(axis: Axes, box: np.ndarray, label: str, colour: tuple) -> None:
-    """One thin box rectangle with an optional short label; empty (padding) boxes are skipped."""
-    x1, y1, x2, y2 = box
-    if not np.isfinite(box).all() or x2 <= x1 or y2 <= y1:
-        return
-    axis.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color=colour, lw=1.0))
-    if label:
-        short = label if len(label) <= LABEL_CHARS else label[: LABEL_CHARS - 1] + "…"
-        axis.text(
-            x1,
-            y1,
-            short,
-            color="white",
-            fontsize=6,
-            va="bottom",
-            clip_on=True,
-            bbox={"facecolor": colour, "alpha": 0.7, "pad": 1, "lw": 0},
-        )
+            short = label if len(label) <= LABEL_CHARS else label[: LABEL_CHARS - 1] + "…"
+            draw_box(axis, box, short, box_colour(k))
 
 
 def _draw_analysis(
@@ -267,7 +261,8 @@ def _draw_alpha(axis: Axes, maps: list[tuple[str, np.ndarray, float | None]]) ->
     weighted = [(name, weight) for name, _, weight in maps if weight is not None]
     names = [SHORT.get(name, name) for name, _ in weighted]
     values = [weight for _, weight in weighted]
-    bars = axis.bar(names, values, color="tab:green")
+    colours = [STREAM_COLOURS.get(name, OTHER_COLOUR) for name, _ in weighted]
+    bars = axis.bar(names, values, color=colours)
     axis.bar_label(bars, fmt="%.2f", fontsize=8)
     axis.set_ylim(0, 1.1)
     axis.tick_params(labelsize=8)
@@ -282,7 +277,7 @@ def _draw_answers(axis: Axes, top: list[tuple[str, float]]) -> None:
         return
     texts = [textwrap.shorten(str(text), 28, placeholder="…") for text, _ in top]
     scores = [float(score) for _, score in top]
-    colours = ["tab:red"] + ["tab:gray"] * (len(top) - 1)
+    colours = [CHOSEN_COLOUR] + [OTHER_COLOUR] * (len(top) - 1)
     bars = axis.barh(np.arange(len(top)), scores, color=colours)
     axis.bar_label(bars, fmt="%.3f", fontsize=8, padding=2)
     axis.set_yticks(np.arange(len(top)), texts, fontsize=9)

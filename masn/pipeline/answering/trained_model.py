@@ -17,16 +17,17 @@ from pathlib import Path
 import torch
 from matplotlib.figure import Figure
 
-from masn.errors import MissingInput
+from masn.extract.networks.feature_networks import feature_widths
 from masn.extract.run.one_video import Extractor
 from masn.extract.settings import ExtractionConfig
 from masn.extract.show import frames_at
 from masn.extract.store.schema import VideoRecord
 from masn.pipeline.answering.answer import (
-    EXTRACTED_WIDTHS,
+    RANDOM_NOTE,
     ModelAnswer,
     answer_record,
     answer_view,
+    check_features,
     check_question,
     check_widths,
 )
@@ -34,7 +35,7 @@ from masn.pipeline.answering.figure import answer_figure
 from masn.pipeline.training.checkpoint import Predictor, load_predictor
 from masn.runtime import resolve_device
 
-BEST = "best.pt"  # the selected model in a run folder
+PYTHON_FIX = "extract the video with model.extractor(), which makes features like the training ones"
 
 
 @dataclass
@@ -59,6 +60,16 @@ class TrainedModel:
         answers = self.predictor.answers
         return () if answers is None else answers.answers
 
+    def extractor(self, weights: str | os.PathLike[str] | None = None) -> Extractor:
+        """Networks on this model's device that extract videos as its training features were
+        (their settings, and their random networks where those were random; else the weights
+        installed in ``weights``, default the cache). Where the checkpoint does not say (e.g.
+        an imported official one): the paper's networks with the installed weights."""
+        trained = self.predictor.features
+        if trained is None:
+            return Extractor.load(weights, device=str(self.device))
+        return Extractor.like(trained, weights, device=str(self.device))
+
     def answer(
         self,
         video: VideoRecord | str | os.PathLike[str],
@@ -67,17 +78,28 @@ class TrainedModel:
         extractor: Extractor | None = None,
     ) -> ModelAnswer:
         """Answers ``question`` about ``video``: extracted features, or a video file, which
-        ``extractor`` (default: the installed weights, on this model's device) extracts first.
-        Multiple-choice models need ``candidates``."""
+        ``extractor`` extracts first (default: :meth:`extractor`). Multiple-choice models need
+        ``candidates``.
+
+        Features made otherwise than the model's training features (other sizes, rates,
+        networks or published weights) are refused in one line, as the answer would mean
+        nothing; random networks on one side only warn (``answer.check_features``)."""
         chosen = list(candidates) if candidates is not None else None
         check_question(self.predictor, question, chosen)
         if not isinstance(video, VideoRecord):
-            config = self.predictor.model.config
-            check_widths(config, **EXTRACTED_WIDTHS, origin="masn extract")
-            if extractor is None:
-                extractor = Extractor.load(device=str(self.device))
+            trained = self.predictor.features
+            if extractor is not None:
+                config = extractor.config
+            else:  # what self.extractor() makes, checked before its networks are loaded
+                config = ExtractionConfig() if trained is None else trained.extraction_config()
+            widths = feature_widths(config)
+            check_widths(self.predictor.model.config, widths, "the extraction networks")
+            extractor = self.extractor() if extractor is None else extractor
+            given = extractor.provenance
+            check_features(self.predictor.features, given, "the extractor's features", PYTHON_FIX)
             video = extractor.extract(video)
-        return answer_record(self.predictor, video, question, chosen, self.device)
+            return answer_record(self.predictor, video, question, chosen, self.device, fix=None)
+        return answer_record(self.predictor, video, question, chosen, self.device, PYTHON_FIX)
 
     def figure(
         self,
@@ -89,12 +111,19 @@ class TrainedModel:
     ) -> Figure:
         """The Figure-3 plot of ``answer``: attention maps over the question's words, alpha, the
         frames the model read with their boxes (when ``record``'s video file is still there;
-        ``fps``: the rate it was sampled at, by default the extraction default) and the top
-        answers. ``note``: a warning line under the question."""
+        ``fps``: the rate it was sampled at, by default the record's) and the top answers.
+        ``note``: a warning line under the question; features of random networks always carry
+        the RANDOM WEIGHTS note."""
         frames = None
+        provenance = record.provenance
         if Path(record.path).is_file() and record.frame_times is not None:
+            if fps is None:
+                fps = provenance.config.get("fps") if provenance is not None else None
             rate = ExtractionConfig().fps if fps is None else fps
             frames = frames_at(record.path, record.frame_times[answer.chosen], rate, "pyav")
+        random = provenance is not None and provenance.random_seed() is not None
+        if random and RANDOM_NOTE not in note:
+            note = f"{RANDOM_NOTE}; {note}" if note else RANDOM_NOTE
         names = self.predictor.model.config.fusion_attentions
         return answer_figure(answer_view(question, answer, names, record, frames, note))
 
@@ -102,11 +131,6 @@ class TrainedModel:
 def load(path: str | os.PathLike[str], device: str = "auto") -> TrainedModel:
     """The model of a checkpoint file, or of a run folder's ``best.pt``, in eval mode on
     ``device`` (auto: CUDA if present)."""
-    path = Path(path)
-    if path.is_dir():
-        if not (path / BEST).is_file():
-            raise MissingInput(f"{path} has no {BEST}: pass a run folder of masn train or a .pt")
-        path = path / BEST
     target = resolve_device(device)
     predictor = load_predictor(path)
     predictor.model.to(target).eval()

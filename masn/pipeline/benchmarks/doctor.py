@@ -5,9 +5,9 @@ Checks first, then measures: CUDA and bf16 where a GPU is asked for, torchvision
 CUDA torchvision breaks them), the ``gpu``-marked tests (in a checkout), then ``masn bench
 model``, ``train`` and ``extract``. On a GPU the benchmarks run at the paper's sizes in bf16
 (detector 600/1000 with 300 proposals; T = 20, 10 objects, 2048-d; FrameQA batch 32, Action 16)
-and every figure is compared with its target (DESIGN.md: targets for one H100); on a CPU the same
-code runs with small sizes, as a self-test, and no target applies. One JSON report is printed
-and written to ``RESULTS/<date>-<device>.json``.
+and every figure is compared with its target (one H100: docs/design.md, "Performance targets");
+on a CPU the same code runs with small sizes, as a self-test, and no target applies. One JSON
+report is printed and written to ``RESULTS/<date>-<device>.json``.
 """
 
 from __future__ import annotations
@@ -30,13 +30,13 @@ import torchvision
 
 import masn
 from masn import atomic
-from masn.extract.bench import TARGETS_H100, run_extract_bench
-from masn.extract.settings import ExtractBenchSettings
+from masn.pipeline.benchmarks.extraction import TARGETS_H100, run_extract_bench
 from masn.pipeline.benchmarks.model_step import run_model_bench
 from masn.pipeline.benchmarks.settings import (
     BF16_TOLERANCE,
     TARGET_H100_SAMPLES_PER_S,
     DoctorSettings,
+    ExtractBenchSettings,
     ModelBenchSettings,
     TrainBenchSettings,
 )
@@ -142,7 +142,7 @@ def _junit_counts(path: Path) -> dict[str, int]:
 
 
 def targets(reports: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each measured figure with its target (one H100, DESIGN.md) and whether it is met."""
+    """Each measured figure with its target (one H100) and whether it is met."""
     rows = []
     for result in reports["model"]["results"]:
         task = result["task"]

@@ -39,11 +39,11 @@ from masn.pipeline.benchmarks.settings import (
     TrainBenchSettings,
 )
 from masn.pipeline.examples.planted import QUESTION, WORDS, SyntheticShape, write_synthetic
-from masn.pipeline.qa.datasets import VIDEO_FIELDS
 from masn.pipeline.qa.loading import StepSampler, loader
+from masn.pipeline.qa.questions import VIDEO_FIELDS
 from masn.pipeline.training.distributed import Process
 from masn.pipeline.training.settings import TrainSettings
-from masn.pipeline.training.trainer import Trainer
+from masn.pipeline.training.trainer import Trainer, training_task
 from masn.runtime import (
     default_precision,
     device_name,
@@ -226,7 +226,7 @@ def run_train_bench(settings: TrainBenchSettings, hidden: int = 512) -> dict[str
             )
             log.info("benchmarking %s (batch %d) on %s", case.name, case.batch, name)
             torch.manual_seed(0)
-            trainer = Trainer(config, Process(), target)
+            trainer = Trainer(config, training_task(config), Process(), target)
             report["workers"] = trainer.loading.workers
             try:
                 result = bench_train_case(trainer, case, steps, warmup, store, cold)

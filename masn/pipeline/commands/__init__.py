@@ -18,10 +18,18 @@ class Command:
 
     renamed: flags of earlier releases -> today's flag (accepted with a warning for one
     release). legacy: rewrites an older argument form (e.g. positionals that became flags)
-    into today's, returning None when the arguments are not of that form.
+    into today's, returning None when the arguments are not of that form. resume: the flag
+    that makes a rerun continue an interrupted run (the rerun command printed after Ctrl-C
+    adds it). resolve: the settings with the defaults the command decides as it runs (None
+    values, paths beside other files), by the command's own code, for --print-config. adopt:
+    turns the data of another command's settings file into this command's (None: not such a
+    file), so that --config takes it.
     """
 
     settings: type
     run: Callable[[Any], int]
     renamed: Mapping[str, str] = field(default_factory=dict)
     legacy: Callable[[list[str]], list[str] | None] | None = None
+    resume: str | None = None
+    resolve: Callable[[Any], Any] | None = None
+    adopt: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None

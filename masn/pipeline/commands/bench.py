@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from masn.extract.settings import ExtractBenchSettings, MemoryBenchSettings
-from masn.pipeline.benchmarks.settings import ModelBenchSettings, TrainBenchSettings
+from masn.pipeline.benchmarks.settings import (
+    ExtractBenchSettings,
+    MemoryBenchSettings,
+    ModelBenchSettings,
+    TrainBenchSettings,
+)
 from masn.pipeline.commands import Command
 
 
@@ -29,14 +33,14 @@ def train(settings: TrainBenchSettings) -> int:
 
 
 def extract(settings: ExtractBenchSettings) -> int:
-    from masn.extract.bench import run_extract_bench
+    from masn.pipeline.benchmarks.extraction import run_extract_bench
 
     _print(run_extract_bench(settings))
     return 0
 
 
 def memory(settings: MemoryBenchSettings) -> int:
-    from masn.extract.bench import run_memory_bench
+    from masn.pipeline.benchmarks.memory import run_memory_bench
 
     report = run_memory_bench(settings)
     _print(report)

@@ -13,4 +13,4 @@ def run(settings: DemoSettings) -> int:
     return 0
 
 
-COMMAND = Command(DemoSettings, run)
+COMMAND = Command(DemoSettings, run, resolve=DemoSettings.resolved)

@@ -15,4 +15,10 @@ def run(settings: EvaluateSettings) -> int:
     return 0
 
 
-COMMAND = Command(EvaluateSettings, run)
+def resolve(settings: EvaluateSettings) -> EvaluateSettings:
+    from masn.pipeline.training.evaluate import resolved_settings
+
+    return resolved_settings(settings)
+
+
+COMMAND = Command(EvaluateSettings, run, resolve=resolve)

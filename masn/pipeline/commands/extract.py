@@ -12,4 +12,10 @@ def run(settings: ExtractSettings) -> int:
     return run_extraction(settings)
 
 
-COMMAND = Command(ExtractSettings, run)
+def resolve(settings: ExtractSettings) -> ExtractSettings:
+    from masn.extract.run.collection import resolved_settings
+
+    return resolved_settings(settings)
+
+
+COMMAND = Command(ExtractSettings, run, renamed={"--i3d": "--motion"}, resolve=resolve)

@@ -1,9 +1,27 @@
-"""Convert between our feature store and the official MASN four files."""
+"""Feature stores: list their videos, convert to and from the official MASN four files."""
 
 from __future__ import annotations
 
-from masn.extract.settings import ExportSettings, ImportSettings
+import json
+import logging
+
+from masn.extract.settings import ExportSettings, ImportSettings, ListVideosSettings
 from masn.pipeline.commands import Command
+
+log = logging.getLogger(__name__)
+
+
+def list_videos(settings: ListVideosSettings) -> int:
+    from masn.extract.store.reader import FeatureStore
+
+    count = 0
+    with FeatureStore(settings.store) as store:
+        for key, frames in store.frame_counts():
+            shown = json.dumps(key) if any(c in key for c in "\t\n\r") else key
+            print(f"{shown}\t{'damaged' if frames is None else frames}")
+            count += 1
+    log.info("%s: %d videos (key, sampled frames)", settings.store, count)
+    return 0
 
 
 def export(settings: ExportSettings) -> int:
@@ -36,6 +54,7 @@ def _positionals(first: str, second: str):
 
 
 ACTIONS = {
+    "list": Command(ListVideosSettings, list_videos),
     "export-official": Command(ExportSettings, export, legacy=_positionals("--features", "--out")),
     "import-official": Command(ImportSettings, import_, legacy=_positionals("--official", "--out")),
 }

@@ -15,4 +15,10 @@ def run(settings: TrainSettings) -> int:
     return 0
 
 
-COMMAND = Command(TrainSettings, run)
+def resolve(settings: TrainSettings) -> TrainSettings:
+    from masn.pipeline.training.trainer import resolved_settings
+
+    return resolved_settings(settings)
+
+
+COMMAND = Command(TrainSettings, run, resume="--resume", resolve=resolve)

@@ -15,27 +15,36 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from masn.extract.networks.feature_networks import RANDOM_WEIGHTS_WARNING
+from masn.extract.networks.feature_networks import announce_random_weights
 from masn.extract.run.collection import run_extraction
 from masn.extract.settings import DetectorConfig, ExtractionConfig, ExtractSettings, RunOptions
 from masn.extract.show import sampled_frames, show_figure
 from masn.extract.store.reader import FeatureStore
 from masn.pipeline.answering.answer import answer_video
 from masn.pipeline.answering.settings import AnswerSettings
-from masn.pipeline.examples.demo_sample import KINDS, REAL_KEY, prepare_videos, questions_dir
+from masn.pipeline.examples.demo_sample import (
+    CLIPS,
+    KINDS,
+    REAL_KEY,
+    prepare_videos,
+    questions_dir,
+    write_questions,
+)
 from masn.pipeline.examples.settings import DemoSettings
 from masn.pipeline.training.evaluate import run_evaluate
 from masn.pipeline.training.settings import GLOVE_FILE, EvaluateSettings, TrainSettings
 from masn.pipeline.training.trainer import train
+from masn.roles import ROLES
 from masn.runtime import resolve_device
 from masn.weights.cache import cache_dir
-from masn.weights.installed import ROLE_FILES
+from masn.weights.installed import find_installed
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +57,9 @@ CPU_DETECTOR = {
     "random": DetectorConfig(min_size=64, max_size=107, post_nms_top_n=1, pool_size=7, boxes=1),
     "published": DetectorConfig(min_size=192, max_size=320, post_nms_top_n=10, pool_size=7),
 }
+QUICK_CLIPS = tuple(spec for index, spec in enumerate(CLIPS) if index % 13 in (0, 1, 3))
+"""The clips of a quick demo: 33 of the 136 (21 training, 12 held out), every colour, shape and
+motion among them."""
 BASELINES = {
     "open_ended": "majority_baseline",
     "count": "mean_baseline",
@@ -67,23 +79,22 @@ def _extraction(settings: DemoSettings, device: torch.device, real: bool) -> Ext
 
 
 def weights_installed(folder: Path) -> bool:
-    """Whether `masn weights fetch` has installed all three converted networks in ``folder``."""
-    return all((folder / name).is_file() for name in ROLE_FILES.values())
+    """Whether `masn weights fetch` has installed the paper's three networks in ``folder``."""
+    paper = ExtractionConfig()
+    return all(find_installed(folder, role, paper.backbone(role)) for role in ROLES)
 
 
 def _banner(weights: Path) -> None:
-    log.warning(
-        "%s\n#  No published weights in %s: the demo runs with RANDOM networks.\n"
-        "#  The pipeline is real; MASN still learns the clips' questions from random\n"
-        "#  features, but on real videos the answers mean nothing. Get the paper's weights\n"
-        "#  with `masn weights fetch` (in a checkout: `make weights`).",
-        RANDOM_WEIGHTS_WARNING,
-        weights,
+    announce_random_weights(
+        f"no published weights in {weights}, so the demo runs with random networks",
+        "The pipeline is real, and MASN still learns the clips' questions from random features; "
+        "on real videos the answers mean nothing.",
     )
 
 
 def run_demo(settings: DemoSettings) -> dict[str, Any]:
     """Runs every stage (each skips what an earlier demo run already finished)."""
+    settings = settings.resolved()
     out = settings.out
     device = resolve_device(settings.device)
     weights = cache_dir()
@@ -95,7 +106,8 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
         log.warning("no %s: random word vectors (`masn weights fetch` gets GloVe)", glove)
 
     log.info("[1/6] rendering the sample clips into %s", out / "videos")
-    videos = prepare_videos(out / "videos")
+    clips = QUICK_CLIPS if settings.quick else CLIPS
+    videos = prepare_videos(out / "videos", clips)
     store = out / "features.h5"
     extraction = _extraction(settings, device, real)
     extract = ExtractSettings(
@@ -119,10 +131,13 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
         "runs": {},
     }
     base = training_settings(settings, store, words, device)
+    if settings.quick:  # the questions about the quick clips
+        write_questions(out / "questions", clips)
     for number, kind in enumerate(KINDS, start=3):
         run = out / "runs" / kind
         log.info("[%d/6] training and evaluating MASN on %s questions -> %s", number, kind, run)
-        summary["runs"][kind] = train_and_evaluate(base, kind, run, device)
+        questions = out / "questions" / kind if settings.quick else questions_dir(kind)
+        summary["runs"][kind] = train_and_evaluate(base, kind, run, device, questions)
 
     question = _held_out_question(Path(summary["runs"]["open_ended"]["predictions"]))
     video, text = question["video"], question["question"]
@@ -149,6 +164,7 @@ def training_settings(
 ) -> TrainSettings:
     """`masn train` settings of every question kind (``glove``: a GloVe file or "random"):
     standardised features, every epoch run, the best on the validation videos kept."""
+    settings = settings.resolved()
     return TrainSettings(
         task="custom",
         features=store,
@@ -169,13 +185,18 @@ def training_settings(
 
 
 def train_and_evaluate(
-    base: TrainSettings, kind: str, run: Path, device: torch.device | str
+    base: TrainSettings,
+    kind: str,
+    run: Path,
+    device: torch.device | str,
+    questions: Path | None = None,
 ) -> dict[str, Any]:
-    """Trains one question kind (resuming a finished or interrupted run) and evaluates it on
-    the held-out clips; returns MASN's test figures, the baseline's and where they went."""
+    """Trains one question kind (resuming a finished or interrupted run) on ``questions`` (by
+    default the shipped ones of ``kind``) and evaluates it on the held-out clips; returns
+    MASN's test figures, the baseline's and where they went."""
     config = replace(
         base,
-        annotations=questions_dir(kind),
+        annotations=questions_dir(kind) if questions is None else questions,
         out=run,
         resume=(run / "last.pt").exists(),  # a second demo run reuses the first's training
     )
@@ -262,5 +283,15 @@ def outline(summary: dict[str, Any]) -> str:
         f"  {answer['question']!r} -> {answer['answer']!r} ({verdict})",
         f"  attention figure  {answer['figure']}",
         f"  real video        {summary['real_video']} (its detector boxes)",
+        "",
+        "Browse the features, ask the models and compare the runs in a web browser "
+        "(pip install 'masn[serve]'):",
+        f"  {serve_command(summary)}",
     ]
     return "\n".join(lines)
+
+
+def serve_command(summary: dict[str, Any]) -> str:
+    """The `masn serve` command that serves this demo's store and runs."""
+    runs = " ".join(shlex.quote(run["run"]) for run in summary["runs"].values())
+    return f"masn serve --store {shlex.quote(summary['features'])} --run {runs}"

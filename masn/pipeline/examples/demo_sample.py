@@ -309,9 +309,10 @@ def _clip_is_current(path: Path, spec: ClipSpec, size: tuple[int, int]) -> bool:
     )
 
 
-def prepare_videos(folder: Path) -> Path:
-    """Fill ``folder`` with ``real/`` (a copy of the real video) and ``shapes/`` (every clip of
-    :data:`CLIPS`); files already there with the right size are kept. Returns ``folder``."""
+def prepare_videos(folder: Path, clips: tuple[ClipSpec, ...] = CLIPS) -> Path:
+    """Fill ``folder`` with ``real/`` (a copy of the real video) and ``shapes/`` (``clips``, by
+    default every clip of :data:`CLIPS`); files already there with the right size are kept.
+    Returns ``folder``."""
     folder = Path(folder)
     original, copy = sample_dir() / "videos" / REAL_VIDEO, folder / "real" / REAL_VIDEO
     copy.parent.mkdir(parents=True, exist_ok=True)
@@ -319,7 +320,7 @@ def prepare_videos(folder: Path) -> Path:
         partial = copy.with_name(f".{REAL_VIDEO}.partial")
         shutil.copyfile(original, partial)
         os.replace(partial, copy)
-    for spec in CLIPS:
+    for spec in clips:
         path = folder / spec.key
         if not _clip_is_current(path, spec, SIZE):
             render_clip(spec, path)
@@ -370,22 +371,26 @@ def clip_rows(kind: str, index: int, spec: ClipSpec) -> list[dict]:
     ]
 
 
-def question_rows(kind: str) -> dict[str, list[dict]]:
-    """The JSONL objects of one kind for each split ("train", "test")."""
+def question_rows(kind: str, clips: tuple[ClipSpec, ...] = CLIPS) -> dict[str, list[dict]]:
+    """The JSONL objects of one kind for each split ("train", "test"), about ``clips`` (by
+    default every clip)."""
     if kind not in KINDS:
         raise ValueError(f"unknown question kind {kind!r}; expected one of {', '.join(KINDS)}")
     splits: dict[str, list[dict]] = {"train": [], "test": []}
+    names = {spec.name for spec in clips}
     for index, spec in enumerate(CLIPS):
-        split = "test" if spec.name in TEST_CLIPS else "train"
-        splits[split] += clip_rows(kind, index, spec)
+        if spec.name in names:
+            split = "test" if spec.name in TEST_CLIPS else "train"
+            splits[split] += clip_rows(kind, index, spec)
     return splits
 
 
-def write_questions(root: Path) -> None:
-    """Write ``root/<kind>/{train,test}.jsonl`` for every kind (the shipped questions)."""
+def write_questions(root: Path, clips: tuple[ClipSpec, ...] = CLIPS) -> None:
+    """Write ``root/<kind>/{train,test}.jsonl`` for every kind, about ``clips`` (by default
+    every clip: the shipped questions)."""
     for kind in KINDS:
         folder = Path(root) / kind
         folder.mkdir(parents=True, exist_ok=True)
-        for split, rows in question_rows(kind).items():
+        for split, rows in question_rows(kind, clips).items():
             text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
             (folder / f"{split}.jsonl").write_text(text, encoding="utf-8")

@@ -4,13 +4,17 @@ Each video belongs to a class whose pattern (a fixed random direction, or a leng
 direction for counts) is added to its features under noise; the question's answer is that
 class. A model that reads the video answers well above chance, one that does not stays at
 chance. Used to test that training works end to end, and by the end-to-end training benchmark.
+``write_collection`` writes every synthetic collection (these and `masn synergy`'s): one store
+layout, one split rule.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -25,6 +29,8 @@ QUESTION = {
 }
 CANDIDATES = 5
 MAX_COUNT = 6
+SPLITS = ("train", "val", "test")
+SHARES = (0.7, 0.15)  # of the videos: train, val; the rest is test
 
 
 @dataclass(frozen=True)
@@ -53,30 +59,72 @@ def write_synthetic(
         raise ValueError(f"at most {len(WORDS)} classes")
     if head == "multiple_choice" and classes < CANDIDATES:
         raise ValueError(f"multiple choice needs at least {CANDIDATES} classes")
-    folder = Path(folder)
     rng = np.random.default_rng(seed)
     patterns = _patterns(rng, classes, shape.dim, head == "count")
     labels = rng.integers(0, classes, shape.videos)
+    signals = (shape.strength * np.sqrt(shape.dim) * patterns[label] for label in labels)
+
+    def questions(key: str, index: int) -> list[dict[str, Any]]:
+        label = int(labels[index])
+        return [_question(key, label, head, classes, rng) for _ in range(shape.questions_per_video)]
+
+    return write_collection(
+        folder,
+        ((signal, signal) for signal in signals),
+        questions,
+        frames=shape.frames,
+        objects=shape.objects,
+        noise=shape.noise,
+        shares=SHARES,
+        provenance={"synthetic": head, "seed": seed},
+        rng=rng,
+    )
+
+
+def split_sizes(videos: int, shares: tuple[float, float]) -> tuple[int, int, int]:
+    """Train, val and test videos: train and val take their ``shares`` of ``videos``
+    (rounded), test the rest."""
+    train, val = (round(share * videos) for share in shares)
+    if train + val > videos:
+        raise ValueError(f"shares {shares} of {videos} videos add up to more than all of them")
+    return train, val, videos - train - val
+
+
+def write_collection(
+    folder: str | Path,
+    signals: Iterable[tuple[np.ndarray, np.ndarray]],
+    questions: Callable[[str, int], list[dict[str, Any]]],
+    *,
+    frames: int,
+    objects: int,
+    noise: float,
+    shares: tuple[float, float],
+    provenance: Mapping[str, Any],
+    rng: np.random.Generator,
+) -> tuple[Path, Path]:
+    """Writes a synthetic collection; returns (annotations folder, store path).
+
+    ``folder/features.h5`` (``provenance`` as its config) holds one ``planted_video`` per
+    (appearance, motion) signal pair, keyed v00000, v00001, ... in order. Then
+    ``folder/annotations/{train,val,test}.jsonl`` hold the rows ``questions(key, index)`` of
+    each video, the videos split in order by ``split_sizes(videos, shares)``. ``rng`` draws the
+    noise and boxes of all videos before any question, so questions drawn from it are the same
+    for the same seed.
+    """
+    folder = Path(folder)
     store = folder / "features.h5"
-    with StoreWriter(store, {"synthetic": head, "seed": seed}, {"synthetic": "none"}) as writer:
-        for index, label in enumerate(labels):
-            signal = shape.strength * np.sqrt(shape.dim) * patterns[label]
-            video = planted_video(
-                f"v{index:05d}", signal, signal, shape.frames, shape.objects, shape.noise, rng
-            )
-            writer.write(video)
+    keys: list[str] = []
+    with StoreWriter(store, provenance, {"synthetic": "none"}) as writer:
+        for index, (appearance, motion) in enumerate(signals):
+            keys.append(f"v{index:05d}")
+            writer.write(planted_video(keys[-1], appearance, motion, frames, objects, noise, rng))
         writer.consolidate()
     annotations = folder / "annotations"
     annotations.mkdir(parents=True, exist_ok=True)
-    cut = np.cumsum([int(0.7 * shape.videos), int(0.15 * shape.videos)])
-    splits = np.split(np.arange(shape.videos), cut)
-    for split, videos in zip(("train", "val", "test"), splits, strict=True):
-        lines = [
-            _question(f"v{v:05d}", int(labels[v]), head, classes, rng)
-            for v in videos
-            for _ in range(shape.questions_per_video)
-        ]
-        (annotations / f"{split}.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    cuts = np.cumsum(split_sizes(len(keys), shares)[:2])
+    for split, indices in zip(SPLITS, np.split(np.arange(len(keys)), cuts), strict=True):
+        rows = [row for index in indices for row in questions(keys[index], int(index))]
+        (annotations / f"{split}.jsonl").write_text("".join(json.dumps(x) + "\n" for x in rows))
     return annotations, store
 
 

@@ -31,14 +31,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from masn.datasets.splits import load_splits
 from masn.errors import InvalidInput
-from masn.extract.store.writer import StoreWriter
-from masn.pipeline.examples.planted import planted_video, unit_directions
+from masn.pipeline.examples.planted import split_sizes, unit_directions, write_collection
 from masn.pipeline.examples.settings import SynergySettings, SynergyShape
-from masn.pipeline.qa.datasets import QADataset
 from masn.pipeline.qa.loading import Loading, evaluation_batches, loader
 from masn.pipeline.qa.prepare import open_source
-from masn.pipeline.qa.tasks import load_splits
+from masn.pipeline.qa.questions import QADataset
 from masn.pipeline.training.checkpoint import load_predictor
 from masn.pipeline.training.settings import TrainSettings
 from masn.pipeline.training.trainer import train
@@ -69,38 +68,37 @@ def write_synergy(
         raise InvalidInput(
             f"the synergy task needs at least {MIN_VIDEOS} videos, got {shape.videos}"
         )
-    folder = Path(folder)
     rng = np.random.default_rng(seed)
     classes = {t: len(ANSWERS[t]) for t in TYPES}
     patterns = {t: unit_directions(rng, classes[t], shape.dim) for t in TYPES}
     labels = {t: rng.integers(0, classes[t], shape.videos) for t in TYPES}
-    store = folder / "features.h5"
-    with StoreWriter(store, {"synergy": seed}, {"synergy": "none"}) as writer:
-        for v in range(shape.videos):
-            colour, direction = (
-                shape.strength * np.sqrt(shape.dim) * patterns[t][labels[t][v]] for t in TYPES
-            )
-            video = planted_video(
-                f"v{v:05d}", colour, direction, shape.frames, shape.objects, shape.noise, rng
-            )
-            writer.write(video)
-        writer.consolidate()
-    annotations = folder / "annotations"
-    annotations.mkdir(parents=True, exist_ok=True)
-    splits = np.split(np.arange(shape.videos), np.cumsum(_split_sizes(shape)))
-    for split, videos in zip(("train", "val", "test"), splits, strict=True):
-        lines = [
+    signals = (
+        tuple(shape.strength * np.sqrt(shape.dim) * patterns[t][labels[t][v]] for t in TYPES)
+        for v in range(shape.videos)
+    )
+
+    def questions(key: str, index: int) -> list[dict[str, Any]]:
+        return [
             {
-                "video": f"v{v:05d}",
+                "video": key,
                 "question": QUESTIONS[t][int(rng.integers(len(QUESTIONS[t])))],
-                "answer": ANSWERS[t][labels[t][v]],
+                "answer": ANSWERS[t][labels[t][index]],
                 "type": t,
             }
-            for v in videos
             for t in TYPES
         ]
-        (annotations / f"{split}.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
-    return annotations, store
+
+    return write_collection(
+        folder,
+        signals,
+        questions,
+        frames=shape.frames,
+        objects=shape.objects,
+        noise=shape.noise,
+        shares=SPLIT_SHARES,
+        provenance={"synthetic": "synergy", "seed": seed},
+        rng=rng,
+    )
 
 
 @torch.inference_mode()
@@ -189,7 +187,7 @@ def _run(folder: Path, settings: SynergySettings) -> dict[str, Any]:
     result = {
         "seed": seed,
         "settings": to_dict(settings),
-        "test_questions_per_type": shape.videos - sum(_split_sizes(shape)),
+        "test_questions_per_type": split_sizes(shape.videos, SPLIT_SHARES)[2],
         "chance": {t: round(100 / len(ANSWERS[t]), 2) for t in TYPES},
         "accuracy": models,
         "alpha": alpha,
@@ -211,11 +209,6 @@ def alpha_lean(alpha: dict[str, dict[str, float]]) -> dict[str, float]:
         "appearance": round(alpha["appearance"]["appearance"] - alpha["motion"]["appearance"], 4),
         "motion": round(alpha["motion"]["motion"] - alpha["appearance"]["motion"], 4),
     }
-
-
-def _split_sizes(shape: SynergyShape) -> list[int]:
-    """Train and validation videos; the rest are test videos."""
-    return [round(share * shape.videos) for share in SPLIT_SHARES]
 
 
 def format_table(result: dict[str, Any]) -> str:

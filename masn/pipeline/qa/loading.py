@@ -2,7 +2,7 @@
 
 Training steps come from :class:`StepSampler` (the same batches for any number of processes),
 evaluation batches from :func:`evaluation_batches`; :func:`loader` reads either through
-DataLoader workers into pinned :class:`~masn.pipeline.qa.datasets.Batch` es.
+DataLoader workers into pinned :class:`~masn.pipeline.qa.questions.Batch` es.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from masn.datasets.spec import Sampling
 from masn.errors import InvalidInput
-from masn.pipeline.qa.datasets import Collate, QADataset
-from masn.pipeline.qa.tasks import Sampling
-from masn.runtime import data_loader
+from masn.pipeline.qa.questions import Collate, QADataset
+from masn.runtime import data_loader, share_cpu
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,10 @@ class Loading:
 
 
 def loader(dataset: QADataset, batches: Any, loading: Loading, device: torch.device) -> DataLoader:
-    """Batches from worker processes, pinned for the GPU; global RNG untouched (resumability)."""
+    """Batches from worker processes, pinned for the GPU; global RNG untouched (resumability).
+    On the CPU the workers and the model's threads share the cores (:func:`share_cpu`)."""
+    if device.type == "cpu":
+        share_cpu(loading.workers)
     return data_loader(
         dataset,
         device,

@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from masn.datasets import get_dataset
+from masn.datasets.annotations import QARow
+from masn.datasets.spec import SPLITS, TaskSpec
 from masn.extract.store.official_reader import open_features
-from masn.pipeline.qa.annotations import QARow
 from masn.pipeline.qa.answer_set import AnswerSet, OutOfSet
-from masn.pipeline.qa.datasets import FeatureSource, Questions, attach_features, encode_questions
-from masn.pipeline.qa.tasks import SPLITS, TaskSpec, read_split, total_file, vocabulary_texts
+from masn.pipeline.qa.questions import FeatureSource, Questions, attach_features, encode_questions
 from masn.pipeline.qa.text import Vocabulary, tokeniser
 from masn.weights.glove import load_glove_rows, normal_init
 
@@ -24,33 +25,20 @@ WORD_DIM = 300
 
 def open_source(spec: TaskSpec, path: str | Path) -> FeatureSource:
     """Our feature store (a file) or the official four files (a folder) of the task's dataset."""
-    dataset = spec.dataset if spec.dataset in ("tgif", "msvd", "msrvtt") else None
-    return open_features(path, dataset)
+    official = get_dataset(spec.dataset).official is not None
+    return open_features(path, spec.dataset if official else None)
 
 
 def answer_classes(
     spec: TaskSpec, rows: dict[str, list[QARow]], folder: Path, top: int | None
 ) -> AnswerSet | None:
-    """Open-ended answer classes (None for count and multiple choice).
-
-    FrameQA: every answer of TGIF-QA's Total file (train + test, as the official code), or of
-    the train and test files when the Total file is absent. Others: the ``top`` (default: the
-    task's) most frequent training answers.
-    """
+    """Open-ended answer classes (None for count and multiple choice): the ``top`` (default:
+    the task's) most frequent answers of the task's answer pool (``TaskSpec.answer_pool``)."""
     if spec.head != "open_ended":
         return None
-    if spec.name == "frameqa":
-        total = total_file(spec, folder)
-        if total is not None and total.is_file():
-            answers = [str(row.answer) for row in read_split(spec, total)]
-        else:
-            log.info("%s absent: FrameQA answer classes from the train and test files", total)
-            answers = [str(row.answer) for split in SPLITS for row in rows[split]]
-        return AnswerSet.most_frequent(answers)
-    classes = AnswerSet.most_frequent(
-        (str(row.answer) for row in rows["train"]), top if top is not None else spec.answer_top
-    )
-    log.info("%d answer classes from %d training answers", len(classes), len(rows["train"]))
+    pool = spec.answer_pool(spec, folder, rows)
+    classes = AnswerSet.most_frequent(pool, top if top is not None else spec.answer_top)
+    log.info("%d answer classes from %d answers", len(classes), len(pool))
     return classes
 
 
@@ -77,7 +65,8 @@ def prepare_task(
 ) -> TaskData:
     """Builds vocabulary and answer classes from training data and encodes every split."""
     tokenise = tokeniser(tokenizer)
-    vocabulary = Vocabulary.build(vocabulary_texts(spec, rows["train"]), tokenise)
+    texts = [text for row in rows["train"] for text in spec.vocabulary_texts(row)]
+    vocabulary = Vocabulary.build(texts, tokenise)
     log.info("vocabulary: %d words (%s tokeniser)", len(vocabulary), tokenizer)
     answers = answer_classes(spec, rows, folder, answers_top)
     splits = {
@@ -105,7 +94,6 @@ def word_vectors(
     return torch.from_numpy(rows.vectors)
 
 
-def feature_dims(source: FeatureSource, key: str) -> dict[str, int]:
-    """Appearance and motion widths of the source (from one video)."""
-    record = source.read(key, ("appearance", "motion"))
-    return {"appearance_dim": record.appearance.shape[-1], "motion_dim": record.motion.shape[-1]}
+def feature_dims(source: FeatureSource) -> dict[str, int]:
+    """The model's input widths (``MASNConfig.*_dim``): the widths the feature source holds."""
+    return {f"{name}_dim": width for name, width in source.widths.items()}

@@ -1,9 +1,10 @@
 """Question text to token ids: the two tokenisers and the word vocabulary.
 
-``official`` reproduces the official code's regex pipeline (masn_reference §2.5), including its
-backslash-escaped ``\\?``, ``\\(`` and ``\\)`` tokens, which no GloVe file contains; ``reference``
-mode uses it so that released checkpoints see the tokens they were trained on. ``clean`` (the
-default) is the same pipeline with plain ``?``, ``(`` and ``)`` tokens, which GloVe knows.
+``official`` reproduces the official code's regex pipeline (docs/official-masn.md, "The
+tokeniser"), including its backslash-escaped ``\\?``, ``\\(`` and ``\\)`` tokens, which no GloVe
+file contains; ``reference`` mode uses it so that released checkpoints see the tokens they were
+trained on. ``clean`` (the default) is the same pipeline with plain ``?``, ``(`` and ``)`` tokens,
+which GloVe knows.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ QUESTION_WIDTH = 20  # tokens per question (official q_max_len)
 PAD, UNK = 0, 1
 PLACEHOLDERS = ("#START#", "UNK")  # ids 0 (also padding) and 1, as in the official vocabulary
 
-_NOT_KEPT = re.compile(r"[^A-Za-z0-9(),!?'`_]")  # underscore kept, as officially (§2.5)
+_NOT_KEPT = re.compile(r"[^A-Za-z0-9(),!?'`_]")  # underscore kept, as officially
 _CLITIC = re.compile(r"('s|'ve|n't|'re|'d|'ll)")
 _SPACED = re.compile(r"([,!()?])")
 _SPACES = re.compile(r"\s+")

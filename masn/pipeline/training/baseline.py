@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from masn.datasets.annotations import QARow
 from masn.model import MASN
 from masn.model.heads import COUNT_RANGE
-from masn.pipeline.qa.annotations import QARow
-from masn.pipeline.qa.datasets import Questions
+from masn.pipeline.qa.questions import Questions
 from masn.pipeline.qa.text import Tokeniser, Vocabulary
 
 log = logging.getLogger(__name__)

@@ -17,28 +17,57 @@ from typing import Any
 import torch
 
 from masn import atomic
+from masn.datasets import task_spec
+from masn.datasets.annotations import QARow
+from masn.datasets.spec import TaskSpec
 from masn.errors import InvalidInput, MissingInput, root_cause
+from masn.extract.store.schema import Provenance
 from masn.model import MASN, MASNConfig
-from masn.pipeline.qa.annotations import QARow
 from masn.pipeline.qa.answer_set import AnswerSet, OutOfSet
-from masn.pipeline.qa.datasets import FeatureSource, Questions, attach_features, encode_questions
-from masn.pipeline.qa.tasks import TaskSpec, task_spec
+from masn.pipeline.qa.questions import FeatureSource, Questions, attach_features, encode_questions
 from masn.pipeline.qa.text import Vocabulary, tokeniser
+from masn.pipeline.training.settings import BEST
 
 FORMAT = "masn-checkpoint"
 VERSION = 1
 
 
 def save_atomic(payload: dict[str, Any], path: str | os.PathLike[str]) -> Path:
-    """Writes ``payload`` to ``path`` so that a crash leaves the old file or the new, never half."""
-    with atomic.replacing(path) as temporary:
+    """Writes ``payload`` to ``path`` so that a crash leaves the old file or the new, never half;
+    a full disk is one line naming the file and its size (``masn.errors.DiskFull``)."""
+    with atomic.replacing(path, _tensor_bytes(payload)) as temporary:
         torch.save(payload, temporary)
     return Path(path)
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """A checkpoint written by ``masn train`` (tensors only are rebuilt; nothing executes)."""
+def _tensor_bytes(value: Any) -> int:
+    """The bytes of the tensors in nested dicts and lists (most of a checkpoint's size)."""
+    if isinstance(value, torch.Tensor):
+        return value.nelement() * value.element_size()
+    if isinstance(value, dict):
+        return sum(_tensor_bytes(item) for item in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_tensor_bytes(item) for item in value)
+    return 0
+
+
+def checkpoint_file(path: str | os.PathLike[str]) -> Path:
+    """The checkpoint ``path`` names: the file itself, or a run folder's ``best.pt``. Every
+    command that reads a checkpoint and ``masn.load`` resolve it here, so each takes either."""
     path = Path(path)
+    if path.is_dir():
+        if not (path / BEST).is_file():
+            raise MissingInput(
+                f"{path} has no {BEST}: give a run folder of masn train or a checkpoint (.pt)"
+            )
+        return path / BEST
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A checkpoint written by ``masn train`` (tensors only are rebuilt; nothing executes), from
+    its file or its run folder (:func:`checkpoint_file`)."""
+    path = checkpoint_file(path)
     if not path.is_file():
         raise MissingInput(f"no checkpoint at {path} (masn train writes RUN/best.pt)")
     if path.stat().st_size == 0:
@@ -71,6 +100,20 @@ class Predictor:
     frames: int
     sampling: str
     info: dict[str, Any]
+
+    @property
+    def features(self) -> Provenance | None:
+        """The provenance of the feature store the model was trained on, when the checkpoint
+        records it and the features were extracted here (not imported official ones)."""
+        recorded = self.info.get("features")
+        if recorded is None:
+            return None
+        provenance = Provenance.stored(recorded["config"], recorded["weights"], "")
+        try:
+            provenance.extraction_config()
+        except InvalidInput:
+            return None
+        return provenance
 
     def questions(
         self, rows: list[QARow], source: FeatureSource, split: str, policy: OutOfSet = "wrong"
@@ -111,7 +154,7 @@ def model_payload(
 
 
 def load_predictor(path: str | os.PathLike[str]) -> Predictor:
-    """The model of a checkpoint, in eval mode on the CPU."""
+    """The model of a checkpoint (its file or its run folder), in eval mode on the CPU."""
     payload = load_checkpoint(path)
     model = MASN(MASNConfig.from_dict(payload["model_config"]))
     model.load_state_dict(payload["state_dict"])

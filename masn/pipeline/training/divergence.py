@@ -21,7 +21,7 @@ import torch.distributed as dist
 
 from masn.errors import InvalidInput
 from masn.model import MASN
-from masn.pipeline.qa.datasets import Batch, Questions
+from masn.pipeline.qa.questions import Batch, Questions
 from masn.pipeline.training.distributed import Process
 from masn.pipeline.training.resume import LoopState
 

@@ -11,24 +11,27 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
+from masn import progress
+from masn.atomic import writable_folder, write_text
+from masn.datasets.spec import TaskSpec
 from masn.model import MASN
-from masn.pipeline.qa.datasets import QADataset, Questions
 from masn.pipeline.qa.loading import Loading, evaluation_batches, loader
 from masn.pipeline.qa.prepare import open_source
-from masn.pipeline.qa.tasks import TaskSpec, load_splits
+from masn.pipeline.qa.questions import QADataset, Questions
+from masn.pipeline.qa.resolve import resolve_task, task_annotations, task_features, task_loading
 from masn.pipeline.qa.text import tokeniser
 from masn.pipeline.training.baseline import answer_only_baseline, majority_baseline, mean_baseline
-from masn.pipeline.training.checkpoint import Predictor, load_predictor
+from masn.pipeline.training.checkpoint import Predictor, checkpoint_file, load_predictor
 from masn.pipeline.training.distributed import Process
-from masn.pipeline.training.metrics import Tally
+from masn.pipeline.training.metrics import Tally, beside_paper
 from masn.pipeline.training.settings import EvaluateSettings, train_defaults
-from masn.runtime import autocast, default_workers, resolve_device
+from masn.runtime import autocast, resolve_device
 from masn.settings import write as write_settings
 
 log = logging.getLogger(__name__)
@@ -54,11 +57,11 @@ def evaluate_split(
     prediction with its top scores (this process's share only)."""
     was_training = model.training
     model.eval()
-    tally = Tally(spec.head == "count", spec.qtypes)
+    tally = Tally(spec.head == "count", spec.qtypes, spec.type_groups)
     kept: dict[int, dict[str, Any]] = {}
     dataset = QADataset(questions, source, loading.frames, loading.sampling)
     batches = evaluation_batches(len(dataset), loading.batch_size, process.rank, process.world)
-    for batch in tqdm(
+    for batch in progress.bar(
         loader(dataset, batches, loading, device),
         total=len(batches),
         desc=label,
@@ -134,24 +137,32 @@ def prediction_lines(
 def run_evaluate(settings: EvaluateSettings) -> dict[str, Any]:
     """``masn evaluate``: metrics of a checkpoint on a split, written beside it (or to ``out``)
     with the settings that made them (``config.yaml``)."""
-    checkpoint, split = settings.checkpoint, settings.split
+    checkpoint, split = checkpoint_file(settings.checkpoint).resolve(), settings.split
     device = resolve_device(settings.device)
     predictor = load_predictor(checkpoint)
-    spec = predictor.spec
-    # The run's settings; a checkpoint from elsewhere (e.g. imported) gets masn train's defaults.
-    trained = {**train_defaults(), **predictor.info.get("train_config", {})}
-    annotations = Path(settings.annotations or trained["annotations"] or spec.annotations)
-    features = Path(settings.features or trained["features"] or spec.features)
-    seed = int(trained["seed"]) if settings.seed is None else settings.seed
-    rows = load_splits(spec, annotations, seed, trained["val_fraction"])
+    decided = resolved_settings(settings, predictor)
+    folder, seed = Path(decided.out), decided.seed
+    where = "masn evaluate cannot write its results"
+    writable_folder(folder, where, "choose a writable --out")
+    trained = training_settings(predictor)
+    task = resolve_task(
+        predictor.spec,
+        seed=seed,
+        val_fraction=trained["val_fraction"],
+        annotations=decided.annotations,
+        features=decided.features,
+        frames=predictor.frames,
+        sampling=predictor.sampling,
+        batch_size=decided.batch_size,
+        workers=decided.workers,
+    )
+    spec, rows, loading = task.spec, task.rows, task.loading
+    annotations, features = task.annotations, task.features
     source = open_source(spec, features)
     policy = trained["out_of_set"]
     questions = predictor.questions(rows[split], source, split, policy)
-    batch_size = spec.batch_size if settings.batch_size is None else settings.batch_size
-    workers = default_workers() if settings.workers is None else settings.workers
-    loading = Loading(predictor.frames, predictor.sampling, batch_size, workers)
     model = predictor.model.to(device)
-    precision = settings.precision or "fp32"
+    precision = decided.precision
     tally, kept = evaluate_split(
         model, questions, source, spec, loading, device, precision, keep=True, label=split
     )
@@ -162,8 +173,19 @@ def run_evaluate(settings: EvaluateSettings) -> dict[str, Any]:
         "annotations": str(annotations),
         "features": str(features),
         "masn": tally.summary(),
+        "damaged_videos": len(questions.damaged),  # left out, named in the log
         "settings": metric_settings(spec, policy),
     }
+    paper = beside_paper(spec, report["masn"]) if split == "test" else None
+    if paper is not None:
+        report["paper"] = paper
+        log.info(
+            "test %s: %s measured, %s in the paper (%s)",
+            paper["metric"],
+            paper["measured"],
+            paper["paper"],
+            paper["source"],
+        )
     if settings.baseline and spec.head == "multiple_choice":
         tokenise = tokeniser(predictor.tokenizer)
         report["answer_only_baseline"] = answer_only_baseline(
@@ -174,16 +196,49 @@ def run_evaluate(settings: EvaluateSettings) -> dict[str, Any]:
     elif settings.baseline and predictor.answers is not None:
         classes = len(predictor.answers)
         report["majority_baseline"] = majority_baseline(rows["train"], questions, classes)
-    out = settings.out
-    folder = Path(out) if out is not None else Path(checkpoint).parent / f"evaluate-{split}"
-    folder.mkdir(parents=True, exist_ok=True)
-    write_settings(settings, folder / "config.yaml")
-    (folder / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
-    with (folder / "predictions.jsonl").open("w", encoding="utf-8") as file:
-        for line in prediction_lines(predictor, questions, kept):
-            file.write(json.dumps(line) + "\n")
+    write_settings(decided, folder / "config.yaml")
+    write_text(folder / "metrics.json", json.dumps(report, indent=2) + "\n")
+    lines = prediction_lines(predictor, questions, kept)
+    write_text(folder / "predictions.jsonl", "".join(json.dumps(line) + "\n" for line in lines))
     log.info("wrote %s and %s", folder / "metrics.json", folder / "predictions.jsonl")
     return report
+
+
+def training_settings(predictor: Predictor) -> dict[str, Any]:
+    """The settings of the run that trained ``predictor``; a checkpoint from elsewhere (e.g.
+    imported) gets masn train's defaults."""
+    return {**train_defaults(), **predictor.info.get("train_config", {})}
+
+
+def resolved_settings(
+    settings: EvaluateSettings, predictor: Predictor | None = None
+) -> EvaluateSettings:
+    """``settings`` with every default decided as ``masn evaluate`` decides it (``--print-config``
+    shows it): the checkpoint file, the training run's questions, features and seed, the output
+    folder beside the checkpoint, the task's batch size, the workers and fp32. ``predictor``:
+    the checkpoint's model, when loaded already."""
+    checkpoint = checkpoint_file(settings.checkpoint).resolve()
+    predictor = load_predictor(checkpoint) if predictor is None else predictor
+    trained, spec = training_settings(predictor), predictor.spec
+    loading = task_loading(
+        spec, predictor.frames, predictor.sampling, settings.batch_size, settings.workers
+    )
+    out = (
+        settings.out
+        if settings.out is not None
+        else checkpoint.parent / f"evaluate-{settings.split}"
+    )
+    return replace(
+        settings,
+        checkpoint=checkpoint,
+        annotations=task_annotations(spec, settings.annotations or trained["annotations"]),
+        features=task_features(spec, settings.features or trained["features"]),
+        out=Path(out),
+        batch_size=loading.batch_size,
+        workers=loading.workers,
+        precision=settings.precision or "fp32",
+        seed=int(trained["seed"]) if settings.seed is None else settings.seed,
+    )
 
 
 def metric_settings(spec: TaskSpec, policy: str) -> dict[str, str]:

@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from masn.datasets.spec import TaskSpec
 from masn.errors import InvalidInput
 from masn.model.heads import COUNT_RANGE
 
@@ -21,11 +22,20 @@ _N, _CORRECT, _SQUARED = range(3)
 
 
 class Tally:
-    """Running sums per question type: questions, correct answers, squared count errors."""
+    """Running sums per question type: questions, correct answers, squared count errors.
 
-    def __init__(self, count: bool, qtypes: tuple[str, ...] = ()):
+    groups: named groups of question types, reported as wholes too (NExT-QA's causal,
+    temporal and descriptive questions)."""
+
+    def __init__(
+        self,
+        count: bool,
+        qtypes: tuple[str, ...] = (),
+        groups: tuple[tuple[str, tuple[str, ...]], ...] = (),
+    ):
         self.count = count
         self.qtypes = qtypes
+        self.groups = groups
         self.sums = torch.zeros(max(len(qtypes), 1), 3, dtype=torch.float64)
 
     def add(self, predictions: Tensor, targets: Tensor, qtypes: Tensor) -> None:
@@ -59,6 +69,12 @@ class Tally:
                 for name, row in zip(self.qtypes, self.sums, strict=True)
                 if row[_N] > 0
             }
+        if self.groups:
+            index = {name: i for i, name in enumerate(self.qtypes)}
+            result["per_group"] = {
+                group: _figures(self.sums[[index[t] for t in types]].sum(0), self.count)
+                for group, types in self.groups
+            }
         return result
 
 
@@ -72,6 +88,20 @@ def _figures(row: Tensor, count: bool) -> dict[str, Any]:
 
 def _ratio(total: Tensor, n: int) -> float | None:
     return round(float(total) / n, 4) if n else None
+
+
+def beside_paper(spec: TaskSpec, summary: dict[str, Any]) -> dict[str, Any] | None:
+    """The paper's test figure for the task next to the one measured (None where the dataset
+    module knows none)."""
+    published = spec.published
+    if published is None:
+        return None
+    return {
+        "metric": published.metric,
+        "paper": published.value,
+        "measured": summary.get(published.metric),
+        "source": published.source,
+    }
 
 
 def selection_metric(summary: dict[str, Any], count: bool) -> float:

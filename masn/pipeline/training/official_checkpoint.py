@@ -21,27 +21,18 @@ from typing import Any
 
 import numpy as np
 
+from masn.datasets import get_dataset, task_spec
 from masn.errors import InvalidInput, MissingInput
 from masn.model.official import load_official, read_official_checkpoint
 from masn.pipeline.qa.answer_set import AnswerSet
-from masn.pipeline.qa.tasks import task_spec
 from masn.pipeline.qa.text import PLACEHOLDERS, Vocabulary
 from masn.pipeline.training.checkpoint import model_payload, save_atomic
 from masn.pipeline.training.settings import ImportOfficialModelSettings
-from masn.weights.formats.safe_pickle import load_pickle
+from masn.unpickle import load_pickle
 from masn.weights.verification import file_sha256
 
 log = logging.getLogger(__name__)
 
-# Our task names -> the official code's (its checkpoint and vocabulary file names use them).
-OFFICIAL_TASK_NAMES = {
-    "count": "Count",
-    "frameqa": "FrameQA",
-    "action": "Action",
-    "transition": "Trans",
-    "msvd": "MS-QA",
-    "msrvtt": "MS-QA",
-}
 TOKENIZER = "official"  # the official regex pipeline, backslash-escaped "\?" included
 SAMPLING = "first"  # the official loaders keep a video's first T frames
 
@@ -57,9 +48,11 @@ class OfficialVocabulary:
 
 
 def vocabulary_file(folder: Path, kind: str, task: str) -> Path:
-    """The official pickle of ``kind`` (e.g. ``word_to_index``) for our ``task`` name."""
-    suffix = "" if task_spec(task).dataset != "tgif" else f"_{OFFICIAL_TASK_NAMES[task]}"
-    return folder / f"{kind}{suffix}.pkl"
+    """The official pickle of ``kind`` (e.g. ``word_to_index``) for our ``task`` name: suffixed
+    with the official task name where the dataset has several tasks (TGIF-QA)."""
+    spec = task_spec(task)
+    several = len(get_dataset(spec.dataset).tasks) > 1
+    return folder / f"{kind}{f'_{spec.official_name}' if several else ''}.pkl"
 
 
 def read_official_vocabulary(folder: str | Path, task: str) -> OfficialVocabulary:
@@ -119,10 +112,10 @@ def _read_dict(path: Path) -> Mapping[Any, Any]:
 
 def import_official_checkpoint(settings: ImportOfficialModelSettings) -> Path:
     """Writes ``settings.out``: the official checkpoint and its vocabulary as a masn checkpoint."""
-    task, official = settings.task, OFFICIAL_TASK_NAMES[settings.task]
-    spec = task_spec(task)
+    task, spec = settings.task, task_spec(settings.task)
+    official = spec.official_name
     state = read_official_checkpoint(settings.checkpoint)
-    model = load_official(state, official)
+    model = load_official(state, spec.head)
     vocabulary = read_official_vocabulary(settings.vocabulary, task)
     rows = model.config.vocab_size
     if len(vocabulary.words) != rows:

@@ -2,7 +2,7 @@
 
 The command line builds its flags, help and defaults from these dataclasses; config files load
 into them (``masn.settings``); a run folder keeps the settings that made it (``config.yaml``).
-None means "the task's default" (``masn.pipeline.qa.tasks.TaskSpec``). Numbers out of range
+None means "the task's default" (its dataset module's ``TaskSpec``). Numbers out of range
 are refused with the flag's name, never replaced by a default.
 """
 
@@ -13,15 +13,18 @@ from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
+from masn.datasets import PublishedTask, TaskName
+from masn.datasets.spec import Sampling
 from masn.errors import InvalidInput
 from masn.model.config import Fusion, Mode, Streams, Task
 from masn.pipeline.qa.answer_set import OutOfSet
-from masn.pipeline.qa.tasks import TASKS, Sampling, TaskName
 from masn.runtime import Precision, check_device
-from masn.settings import Checked
+from masn.settings import Checked, Decided
 
 GLOVE_FILE = "glove.42B.300d.zip"
 """The paper's word vectors, looked up in the weights cache by default."""
+BEST = "best.pt"
+"""The selected model of a run folder (``masn train`` writes it)."""
 
 # Settings that must not change when a run resumes: they shape the data, the model or the loop.
 DATA_SETTINGS = ("task", "head", "tokenizer", "frames", "sampling", "val_fraction", "glove")
@@ -49,29 +52,31 @@ class TrainSettings(Checked):
     """
 
     task: TaskName = "frameqa"
-    """TGIF-QA count / action / transition / frameqa, msvd, msrvtt, or custom (your JSONL)."""
-    annotations: Path | None = None
+    """TGIF-QA count / action / transition / frameqa, msvd, msrvtt, nextqa, or custom (your
+    JSONL)."""
+    annotations: Decided[Path | None] = None
     """Folder of the QA files (default data/<dataset>)."""
-    features: Path | None = None
+    features: Decided[Path | None] = None
     """Feature store .h5, or a folder of the official four files (default features/<dataset>.h5)."""
-    out: Path | None = None
+    out: Decided[Path | None] = None
     """Run folder (default runs/<task>)."""
-    glove: str | None = None
+    glove: Decided[str | None] = None
     """GloVe .txt/.zip (default: glove.42B.300d.zip in the weights cache); 'random' for seeded
     random vectors (smoke runs)."""
-    head: Task | None = None
+    head: Decided[Task | None] = None
     """Custom collections: the answer type (default: from the rows: candidates -> multiple
     choice, integer answers -> count, else open-ended)."""
     mode: Mode = "fixed"
     """fixed (defects of the official code repaired) or reference (the official network)."""
-    tokenizer: Literal["clean", "official"] | None = None
+    tokenizer: Decided[Literal["clean", "official"] | None] = None
     """Default: official in reference mode, clean otherwise."""
-    frames: int | None = None
-    """T: sampled frames per video (default 20 for TGIF-QA, 30 for MSVD/MSRVTT)."""
-    sampling: Sampling = "first"
-    """Longer videos: the first T sampled frames (official) or T evenly spread."""
-    batch_size: int | None = None
-    """Questions per step (default 32; 16 for action and transition)."""
+    frames: Decided[int | None] = None
+    """T: sampled frames per video (default: the task's, 20 for TGIF-QA and 30 for the others)."""
+    sampling: Decided[Sampling | None] = None
+    """Longer videos: their first T sampled frames (the official code) or T evenly spread
+    (default: the task's, uniform for NExT-QA, first for the others)."""
+    batch_size: Decided[int | None] = None
+    """Questions per step (default: the task's, 32, or 16 for multiple choice)."""
     lr: float = 1e-4
     """Adam learning rate."""
     epochs: int = 100
@@ -87,7 +92,7 @@ class TrainSettings(Checked):
     out_of_set: OutOfSet = "wrong"
     """Open-ended answers outside the classes: dropped from training and wrong in evaluation,
     or class 1 as in the official code ('reference')."""
-    answers_top: int | None = None
+    answers_top: Decided[int | None] = None
     """Answer classes (default 1000 MSVD, 4000 MSRVTT)."""
     hidden: int = 512
     """Hidden width of every module."""
@@ -101,11 +106,11 @@ class TrainSettings(Checked):
     """Standardise each feature dimension with its mean and standard deviation over the
     training videos (kept in the checkpoint, applied by evaluate and answer too); for features
     that differ little between videos, e.g. from random networks. Off: the paper's inputs."""
-    workers: int | None = None
+    workers: Decided[int | None] = None
     """Data loading processes (default: the CPU cores of this rank's share of the node)."""
     device: str = "auto"
     """auto, cpu, cuda or cuda:N."""
-    precision: Precision | None = None
+    precision: Decided[Precision | None] = None
     """Default: bf16 autocast on GPUs, fp32 on CPUs."""
     save_every: int = 0
     """Steps between mid-epoch checkpoints (0: at epoch ends only)."""
@@ -162,27 +167,27 @@ class EvaluateSettings(Checked):
     """
 
     checkpoint: Path
-    """RUN/best.pt (written by masn train)."""
+    """A run folder of masn train (its best.pt is read) or a checkpoint file."""
     split: Literal["train", "val", "test"] = "test"
     """The split to evaluate."""
-    annotations: Path | None = None
+    annotations: Decided[Path | None] = None
     """Folder of the QA files (default: the training run's)."""
-    features: Path | None = None
+    features: Decided[Path | None] = None
     """Feature store or official folder (default: the training run's)."""
-    out: Path | None = None
+    out: Decided[Path | None] = None
     """Output folder (default: RUN/evaluate-SPLIT)."""
     device: str = "auto"
     """auto, cpu, cuda or cuda:N."""
-    batch_size: int | None = None
+    batch_size: Decided[int | None] = None
     """Questions per batch (default: the task's)."""
-    workers: int | None = None
+    workers: Decided[int | None] = None
     """Data loading processes (default: the CPU cores of this rank's share of the node)."""
-    precision: Precision | None = None
+    precision: Decided[Precision | None] = None
     """Default: fp32."""
     baseline: bool = True
     """Also report a baseline without the video: the majority answer (open-ended), the mean
     count (count), the answer-only model (multiple choice)."""
-    seed: int | None = None
+    seed: Decided[int | None] = None
     """Seed of the validation split and the baseline (default: the training run's)."""
 
     def check(self) -> None:
@@ -192,10 +197,6 @@ class EvaluateSettings(Checked):
             raise InvalidInput(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.workers is not None and self.workers < 0:
             raise InvalidInput(f"--workers must be at least 0, got {self.workers}")
-
-
-PublishedTask = Literal[tuple(name for name in TASKS if name != "custom")]  # type: ignore[valid-type]
-"""The tasks the authors released models for."""
 
 
 @dataclass(frozen=True)

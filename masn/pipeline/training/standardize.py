@@ -12,8 +12,8 @@ import logging
 import numpy as np
 
 from masn.model.scaling import SCALED_FIELDS
-from masn.pipeline.qa.datasets import FeatureSource, Questions, frame_indices
 from masn.pipeline.qa.loading import Loading
+from masn.pipeline.qa.questions import FeatureSource, Questions, frame_indices
 
 log = logging.getLogger(__name__)
 

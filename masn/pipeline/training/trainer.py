@@ -19,36 +19,47 @@ that the training benchmark times the very loop ``masn train`` runs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
-from masn.errors import InvalidInput
+from masn import progress
+from masn.atomic import removed_if_left_empty, writable_folder, write_text
+from masn.datasets import task_spec
+from masn.errors import InvalidInput, MissingInput
+from masn.extract.store.reader import FeatureStore
+from masn.locking import ExclusiveLock
 from masn.model import MASN, MASNConfig
-from masn.pipeline.qa.datasets import Batch, QADataset
-from masn.pipeline.qa.loading import Loading, StepSampler, loader
+from masn.pipeline.qa.loading import StepSampler, loader
 from masn.pipeline.qa.prepare import TaskData, feature_dims, open_source, prepare_task, word_vectors
-from masn.pipeline.qa.tasks import infer_head, load_splits, task_spec
+from masn.pipeline.qa.questions import Batch, QADataset
+from masn.pipeline.qa.resolve import (
+    ResolvedTask,
+    resolve_task,
+    task_annotations,
+    task_features,
+    task_loading,
+)
 from masn.pipeline.qa.text import tokeniser
 from masn.pipeline.training.baseline import answer_only_baseline
 from masn.pipeline.training.checkpoint import load_checkpoint, model_payload, save_atomic
 from masn.pipeline.training.distributed import Process
 from masn.pipeline.training.divergence import DivergenceWatch
 from masn.pipeline.training.evaluate import evaluate_split, metric_settings
-from masn.pipeline.training.metrics import selection_metric
+from masn.pipeline.training.metrics import beside_paper, selection_metric
 from masn.pipeline.training.resume import LoopState, position, rng_state, set_rng_state
 from masn.pipeline.training.run_log import RunLog
-from masn.pipeline.training.settings import FIXED_ON_RESUME, GLOVE_FILE, TrainSettings
+from masn.pipeline.training.settings import BEST, FIXED_ON_RESUME, GLOVE_FILE, TrainSettings
 from masn.pipeline.training.standardize import feature_statistics
-from masn.runtime import autocast, default_precision, default_workers, resolve_device
+from masn.runtime import autocast, default_precision, resolve_device
 from masn.settings import to_dict
 from masn.settings import write as write_settings
 from masn.weights.cache import cache_dir
@@ -69,26 +80,15 @@ def adam(parameters: Iterable[torch.nn.Parameter], lr: float) -> torch.optim.Ada
 class Trainer:
     """One training run in one process (torchrun starts one per GPU)."""
 
-    def __init__(self, config: TrainSettings, process: Process, device: torch.device):
+    def __init__(
+        self, config: TrainSettings, task: ResolvedTask, process: Process, device: torch.device
+    ):
         self.config, self.process, self.device = config, process, device
-        spec = task_spec(config.task)
-        self.annotations = Path(config.annotations or spec.annotations)
-        rows = load_splits(spec, self.annotations, config.seed, config.val_fraction)
-        if spec.name == "custom":
-            spec = task_spec(spec.name, config.head or infer_head(rows["train"]))
-            types = {row.qtype for split in rows.values() for row in split} - {""}
-            spec = replace(spec, qtypes=tuple(sorted(types)))
-        self.spec, self.rows = spec, rows
-        self.run = Path(config.out or f"runs/{spec.name}")
-        self.features = Path(config.features or spec.features)
-        self.tokenizer = config.tokenizer or ("official" if config.mode == "reference" else "clean")
+        self.spec, self.rows, self.loading = task.spec, task.rows, task.loading
+        self.annotations, self.features = task.annotations, task.features
+        self.run = run_folder(config)
+        self.tokenizer = default_tokenizer(config)
         self.precision = config.precision or default_precision(device)
-        self.loading = Loading(
-            spec.frames if config.frames is None else config.frames,
-            config.sampling,
-            spec.batch_size if config.batch_size is None else config.batch_size,
-            default_workers() if config.workers is None else config.workers,
-        )
         last = self.run / "last.pt"
         if last.exists() and not config.resume:
             raise InvalidInput(
@@ -96,10 +96,10 @@ class Trainer:
                 "--out NEW_FOLDER to start another"
             )
         torch.manual_seed(config.seed + process.rank)
-        source = open_source(spec, self.features)
+        source = open_source(self.spec, self.features)
         self.data: TaskData = prepare_task(
-            spec,
-            rows,
+            self.spec,
+            self.rows,
             self.annotations,
             source,
             self.tokenizer,
@@ -124,9 +124,11 @@ class Trainer:
             if process.world > 1
             else self.model
         )
-        self.logs = RunLog(self.run) if process.main else None
+        self.logs = RunLog(self.run, self.state.global_step) if process.main else None
         if process.main:
-            write_settings(config, self.run / "config.yaml")
+            decided = {"annotations": self.annotations, "features": self.features, "out": self.run}
+            decided |= {"sampling": self.loading.sampling}
+            write_settings(replace(config, **decided), self.run / "config.yaml")
         # The mean training loss since the last log point, summed on the device.
         self._loss_sum, self._loss_count = torch.zeros((), device=device), 0
 
@@ -135,7 +137,7 @@ class Trainer:
         train = data.splits["train"]
         if len(train) == 0:
             raise InvalidInput("no training question has features; see the warnings above")
-        glove = None if config.glove == "random" else Path(config.glove or cache_dir() / GLOVE_FILE)
+        glove = None if config.glove == "random" else Path(word_vectors_source(config))
         cache = self.run / "word_vectors.npy"
         if self.process.main:
             vectors = word_vectors(data.vocabulary, glove, cache, config.seed)
@@ -153,7 +155,7 @@ class Trainer:
             streams=config.streams,
             fusion=config.fusion,
             standardize=config.standardize,
-            **feature_dims(data.source, train.keys[0]),
+            **feature_dims(data.source),
         )
         model = MASN(model_config, vectors)
         if model.scaling is not None:
@@ -168,12 +170,18 @@ class Trainer:
             **to_dict(self.config),
             "annotations": str(self.annotations),
             "features": str(self.features),
+            "out": str(self.run),
+            **self._decided(),
             "tokenizer": self.tokenizer,
             "frames": self.loading.frames,
+            "sampling": self.loading.sampling,
             "batch_size": self.loading.batch_size,
         }
         info = {"train_config": settings, "epoch": self.state.epoch, "metrics": metrics}
         data = self.data
+        if isinstance(data.source, FeatureStore):  # how the features were made, for answering
+            provenance = data.source.provenance
+            info["features"] = {"config": provenance.config, "weights": provenance.weights}
         return model_payload(
             self.model,
             self.spec,
@@ -181,7 +189,7 @@ class Trainer:
             data.answers,
             self.tokenizer,
             self.loading.frames,
-            self.config.sampling,
+            self.loading.sampling,
             info,
         )
 
@@ -196,9 +204,20 @@ class Trainer:
             save_atomic(payload, self.run / "last.pt")
         self.watch.saved = position(self.state)
 
+    def _decided(self) -> dict[str, Any]:
+        """The settings whose None the run decides (beyond the task's): word vectors, head and
+        answer classes, as recorded and compared on resume."""
+        answers_top = self.config.answers_top
+        if answers_top is None and self.spec.head == "open_ended":
+            answers_top = self.spec.answer_top
+        glove = word_vectors_source(self.config)
+        return {"glove": glove, "head": self.spec.head, "answers_top": answers_top}
+
     def _restore(self, payload: dict[str, Any]) -> None:
-        # Settings added since the run started read as their defaults.
+        # Settings added since the run started read as their defaults, and those the run
+        # decides (recorded as None before they were recorded decided) as decided now.
         saved = {**to_dict(TrainSettings()), **payload["info"]["train_config"]}
+        saved |= {name: value for name, value in self._decided().items() if saved[name] is None}
         current = self._payload({})["info"]["train_config"]
         changed = [k for k in FIXED_ON_RESUME if saved.get(k) != current.get(k)]
         if changed:
@@ -246,7 +265,7 @@ class Trainer:
         sampler.set_epoch(state.epoch, state.step)
         samples = 0
         self.model.train()
-        bar = tqdm(
+        bar = progress.bar(
             loader(dataset, sampler, self.loading, self.device),
             total=sampler.steps(),
             initial=state.step,
@@ -333,7 +352,7 @@ class Trainer:
         if improved:
             state.best, state.best_epoch, state.bad_epochs = value, epoch, 0
             if self.process.main:
-                save_atomic(self._payload(metrics), self.run / "best.pt")
+                save_atomic(self._payload(metrics), self.run / BEST)
         else:
             state.bad_epochs += 1
             state.stopped = state.bad_epochs >= config.patience
@@ -354,7 +373,7 @@ class Trainer:
 
     def _report(self, samples_per_s: float | None) -> dict[str, Any]:
         """Val and test metrics of the selected model (best.pt), plus the baseline."""
-        best = load_checkpoint(self.run / "best.pt")
+        best = load_checkpoint(self.run / BEST)
         self.model.load_state_dict(best["state_dict"])
         data, spec = self.data, self.spec
         report: dict[str, Any] = {
@@ -367,11 +386,16 @@ class Trainer:
             "epochs_run": self.state.epoch,
             "stopped_early": self.state.stopped,
             "questions": {split: len(q) for split, q in data.splits.items()},
+            # Videos whose questions were left out, named in the log (questions.attach_features).
+            "damaged_videos": len({key for q in data.splits.values() for key in q.damaged}),
             "val": self._evaluate("val"),
             "test": self._evaluate("test"),
             "settings": metric_settings(spec, self.config.out_of_set),
             "train_samples_per_s": round(samples_per_s, 1) if samples_per_s else None,
         }
+        paper = beside_paper(spec, report["test"])
+        if paper is not None:
+            report["paper"] = paper
         if self.config.baseline and spec.head == "multiple_choice" and self.process.main:
             report["answer_only_baseline"] = answer_only_baseline(
                 self.model,
@@ -382,17 +406,106 @@ class Trainer:
                 self.config.seed,
             )
         if self.process.main:
-            (self.run / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+            write_text(self.run / "report.json", json.dumps(report, indent=2) + "\n")
             log.info("report: %s", self.run / "report.json")
         return report
 
 
+def training_task(config: TrainSettings) -> ResolvedTask:
+    """The task of ``config`` with the task's defaults where the settings leave them open."""
+    return resolve_task(
+        task_spec(config.task, config.head),
+        seed=config.seed,
+        val_fraction=config.val_fraction,
+        annotations=config.annotations,
+        features=config.features,
+        frames=config.frames,
+        sampling=config.sampling,
+        batch_size=config.batch_size,
+        workers=config.workers,
+    )
+
+
+def default_tokenizer(config: TrainSettings) -> str:
+    """--tokenizer, else the official tokeniser in reference mode and the clean one otherwise."""
+    return config.tokenizer or ("official" if config.mode == "reference" else "clean")
+
+
+def word_vectors_source(config: TrainSettings) -> str:
+    """--glove: a GloVe file, "random", or by default the paper's file in the weights cache."""
+    return config.glove or str(cache_dir() / GLOVE_FILE)
+
+
+def resolved_settings(config: TrainSettings) -> TrainSettings:
+    """``config`` with every default decided as ``masn train`` decides it (``--print-config``
+    shows it): the task's questions, features, frames, sampling, batch size and workers, the run
+    folder, word vectors, tokeniser, head, answer classes and this machine's precision. The
+    question files are read where they exist (a collection of your own takes its head from its
+    rows); elsewhere the task's defaults are shown."""
+    try:
+        task = training_task(config)
+        spec, annotations, features, loading = (
+            task.spec,
+            task.annotations,
+            task.features,
+            task.loading,
+        )
+    except MissingInput:
+        spec = task_spec(config.task, config.head)
+        annotations = task_annotations(spec, config.annotations)
+        features = task_features(spec, config.features)
+        loading = task_loading(
+            spec, config.frames, config.sampling, config.batch_size, config.workers
+        )
+    answers_top = config.answers_top
+    if answers_top is None and spec.head == "open_ended":
+        answers_top = spec.answer_top
+    return replace(
+        config,
+        annotations=annotations,
+        features=features,
+        out=run_folder(config),
+        glove=word_vectors_source(config),
+        head=spec.head,
+        tokenizer=default_tokenizer(config),
+        frames=loading.frames,
+        sampling=loading.sampling,
+        batch_size=loading.batch_size,
+        answers_top=answers_top,
+        workers=loading.workers,
+        precision=config.precision or default_precision(resolve_device(config.device)),
+    )
+
+
+def run_folder(config: TrainSettings) -> Path:
+    """The run folder of ``config`` (default runs/<task>), absolute: the checkpoints record
+    paths that work from any folder."""
+    return Path(config.out or f"runs/{config.task}").resolve()
+
+
+@contextlib.contextmanager
+def holding(run: Path) -> Iterator[None]:
+    """The run folder, checked writable and locked for one training run at a time: a second
+    ``masn train`` into it is refused naming the first one's pid and host. A folder this call
+    created is removed again if the run leaves nothing in it (a refused start)."""
+    with removed_if_left_empty(run):
+        writable_folder(run, "masn train cannot write its run folder", "choose a writable --out")
+        with ExclusiveLock(
+            run / ".lock",
+            f"training into {run}",
+            "wait for it to end or choose another --out (--resume continues a run that ended)",
+        ):
+            yield
+
+
 def train(config: TrainSettings) -> dict[str, Any]:
-    """Trains (or resumes) one run; returns the final report (also in RUN/report.json)."""
+    """Trains (or resumes) one run; returns the final report (also in RUN/report.json). The
+    run folder is locked while it trains (by the main process under torchrun)."""
     process = Process.from_env()
     device = resolve_device(config.device, process.local_rank)
     process.start(device)
     try:
-        return Trainer(config, process, device).fit()
+        with holding(run_folder(config)) if process.main else contextlib.nullcontext():
+            return Trainer(config, training_task(config), process, device).fit()
     finally:
         process.stop()

@@ -124,7 +124,7 @@ MILVLG = Layout(
 )
 
 
-@weights_format("detectron2_pkl", role="detector")
+@weights_format("detectron2_pkl", role="detector", backbone="vg-frcnn")
 def convert_detectron2_pkl(path: str | Path) -> StateDict:
     """airsplay ``faster_rcnn_from_caffe_attr*.pkl``: ``{"model": {d2 name: ndarray}, ...}``.
 
@@ -138,7 +138,7 @@ def convert_detectron2_pkl(path: str | Path) -> StateDict:
     return _convert(path, entry(path, loaded, "model", AIRSPLAY.model), AIRSPLAY)
 
 
-@weights_format("hf_frcnn", role="detector")
+@weights_format("hf_frcnn", role="detector", backbone="vg-frcnn")
 def convert_hf_frcnn(path: str | Path) -> StateDict:
     """unc-nlp ``frcnn-vg-finetuned/pytorch_model.bin``: a flat torch state dict.
 
@@ -149,7 +149,7 @@ def convert_hf_frcnn(path: str | Path) -> StateDict:
     return _convert(path, state_dict_in(path, read_torch_file(path), HF_FRCNN.model), HF_FRCNN)
 
 
-@weights_format("milvlg_bua", role="detector")
+@weights_format("milvlg_bua", role="detector", backbone="vg-frcnn")
 def convert_milvlg_bua(path: str | Path) -> StateDict:
     """MILVLG ``bua-caffe-frcn-r101-k10-100.pth``: ``{"model": state dict}`` or a bare one.
 

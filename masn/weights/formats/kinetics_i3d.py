@@ -4,11 +4,11 @@ files, converted to our motion network's names.
 Output key contracts (``masn.extract.networks.i3d.MotionFeatures`` state dicts; float32 except
 the int64 scalar ``num_batches_tracked`` of every BatchNorm3d, 0 when the file has none):
 
-* ``caffe2_i3d`` -> ``MotionFeatures(layout="nonlocal")``: ``network.conv1.weight``
+* ``caffe2_i3d`` -> the "nonlocal" motion network: ``network.conv1.weight``
   (64, 3, 5, 7, 7), ``network.bn1.*``; ``network.layer{1..4}.{i}.conv{1,2,3}.weight`` with
   ``bn{1,2,3}.*`` (3 / 4 / 6 / 3 blocks; conv1 is 3x1x1 where the block is inflated) and
   ``downsample.0.weight`` / ``downsample.1.*`` in block 0. 318 tensors.
-* ``pytorchvideo_i3d`` -> ``MotionFeatures(layout="pytorchvideo")``: the file's own
+* ``pytorchvideo_i3d`` -> the "pytorchvideo" motion network: the file's own
   ``blocks.{0,1,3,4,5}.*`` names under ``network.`` (``blocks.2`` is a parameter-free pool, the
   ``blocks.6`` head is not part of our network). 318 tensors.
 """
@@ -58,7 +58,7 @@ PYTORCHVIDEO_UNUSED = (
 )
 
 
-@weights_format("caffe2_i3d", role="i3d", layout="nonlocal")
+@weights_format("caffe2_i3d", role="motion", backbone="nonlocal")
 def convert_caffe2_i3d(path: str | Path) -> StateDict:
     """video-nonlocal-net ``{"blobs": {name: ndarray}}`` (Python 2 pickle) -> nonlocal layout.
 
@@ -96,7 +96,7 @@ def convert_caffe2_i3d(path: str | Path) -> StateDict:
     return out
 
 
-@weights_format("pytorchvideo_i3d", role="i3d", layout="pytorchvideo")
+@weights_format("pytorchvideo_i3d", role="motion", backbone="pytorchvideo")
 def convert_pytorchvideo_i3d(path: str | Path) -> StateDict:
     """pytorchvideo ``I3D_8x8_R50.pyth`` (``{"model_state": state dict}``) -> pytorchvideo layout.
 

@@ -1,14 +1,12 @@
 """The registry of published weights formats: the manifest, the validator and the installer
 look a format up here, and each format registers itself next to its converter.
 
-A format (the manifest's ``format`` ids) is: its name, the role it fills (one of :data:`ROLES`),
-the function that reads a published file, and for a role with several backbones the one its
-state dict fills (``layout``: "nonlocal" or "pytorchvideo" for the I3D). For a network format
-that function is the converter into our module's state dict, which checks every key and shape
-and so is also the validator; a GloVe format only validates (the vectors are read where they
-are). Torch-free: the names are read from the source of ``masn/weights/formats/`` (see
-:mod:`masn.registry`, which also says how to add a format), and a format's module is imported
-on its first lookup.
+A format (the manifest's ``format`` ids) is: its name, the role it fills (a network role, or
+"glove" for word vectors), the function that reads a published file, and the network of that
+role its state dict fills (``backbone``). For a network format that function is the converter
+into our module's state dict, which checks every key and shape and so is also the validator; a
+GloVe format only validates (the vectors are read where they are). Formats are entry points of
+``masn.weights_formats`` (:mod:`masn.registry`), so names list without importing anything.
 """
 
 from __future__ import annotations
@@ -19,13 +17,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from masn.registry import Registry
+from masn.roles import ROLES as NETWORK_ROLES
 
 if TYPE_CHECKING:
     from masn.weights.formats.source_tensors import StateDict
 
-# The extractor's networks, each installed as <cache>/<role>.pt, and GloVe's word vectors.
-NETWORK_ROLES = ("detector", "resnet152", "i3d")
-ROLES = frozenset({*NETWORK_ROLES, "glove"})
+# The extractor's network roles, and GloVe's word vectors.
+WORD_VECTORS = "glove"
+ROLES = (*NETWORK_ROLES, WORD_VECTORS)
 
 Reader = Callable[[Path], Any]
 R = TypeVar("R", bound=Reader)
@@ -38,35 +37,37 @@ class WeightsFormat:
     validator: reads the whole file and returns what it holds (our state dict, a GloVe file's
     summary); raises ``InvalidInput`` (or ``UnsafePickleError``) naming the file otherwise.
     converter: the same function for a network format, None for one never installed.
-    layout: the backbone of ``role`` its state dict fills (None where the role has one).
+    backbone: the network of ``role`` its state dict fills (None for word vectors).
     """
 
     name: str
     role: str
     validator: Reader
     converter: Callable[[Path], StateDict] | None = None
-    layout: str | None = None
+    backbone: str | None = None
 
 
 FORMATS: Registry[WeightsFormat] = Registry(
-    "weights format", "masn.weights.formats", "weights_format"
+    "weights format", "masn.weights_formats", "weights_format"
 )
 
 
 def weights_format(
-    name: str, *, role: str, layout: str | None = None, installed: bool = True
+    name: str, *, role: str, backbone: str | None = None, installed: bool = True
 ) -> Callable[[R], R]:
     """Registers the decorated function as the reader of format ``name`` of ``role``.
 
-    installed: it converts a file into our module's state dict (installed as
-    ``<cache>/<role>.pt``) and validates it by doing so; else it only validates.
+    installed: it converts a file into the state dict of the ``role`` network ``backbone``
+    (installed in the weights cache) and validates it by doing so; else it only validates.
     """
     if role not in ROLES:
-        raise ValueError(f"weights format {name!r}: role {role!r} is not one of {sorted(ROLES)}")
+        raise ValueError(f"weights format {name!r}: role {role!r} is not one of {', '.join(ROLES)}")
+    if installed and backbone is None:
+        raise ValueError(f"weights format {name!r}: name the {role} network it fills (backbone=)")
 
     def register(read: R) -> R:
         converter = read if installed else None
-        FORMATS.add(name, WeightsFormat(name, role, read, converter, layout), role=role)
+        FORMATS.add(name, WeightsFormat(name, role, read, converter, backbone))
         return read
 
     return register

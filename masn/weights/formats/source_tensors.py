@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from masn.errors import InvalidInput, MissingInput, root_cause
-from masn.weights.formats.safe_pickle import UnsafePickleError, load_pickle
+from masn.unpickle import UnsafePickleError, load_pickle, load_torchscript_tensors
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +62,22 @@ def read_torch_file(path: str | Path) -> Any:
 
 
 def read_pickle_file(path: str | Path) -> Any:
-    """The object in a legacy weights pickle (see :mod:`masn.weights.formats.safe_pickle`)."""
+    """The object in a legacy weights pickle (see :mod:`masn.unpickle`)."""
     path = _existing(path)
     try:
         return load_pickle(path)
+    except UnsafePickleError:
+        raise
+    except pickle.UnpicklingError as error:
+        raise ConversionError(str(error)) from None
+
+
+def read_torchscript_file(path: str | Path) -> dict[str, Tensor]:
+    """Every tensor of a TorchScript archive's module tree, by attribute path (see
+    :func:`masn.unpickle.load_torchscript_tensors`: the archive's code is never run)."""
+    path = _existing(path)
+    try:
+        return load_torchscript_tensors(path)
     except UnsafePickleError:
         raise
     except pickle.UnpicklingError as error:

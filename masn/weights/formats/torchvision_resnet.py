@@ -32,7 +32,7 @@ UNUSED = (Unused(r"fc\.(weight|bias)", "ImageNet classifier; our backbone's fc i
 LAYERS = ((3, 64), (8, 128), (36, 256), (3, 512))
 
 
-@weights_format("torchvision_resnet", role="resnet152")
+@weights_format("torchvision_resnet", role="appearance", backbone="resnet152")
 def convert_torchvision_resnet(path: str | Path) -> StateDict:
     """A flat torchvision ResNet-152 state dict (V1 or V2 weights) -> ``backbone.*``.
 

@@ -1,6 +1,7 @@
-"""Backbones register next to their modules and are listed without torch: the I3D choices of the
-settings come from there; a toy backbone with a toy weights format goes through the real paths
-(fetch and validation, installation, network construction, strict loading), then leaves."""
+"""Networks register per role and are listed without torch: the choices of --detector,
+--appearance and --motion come from there; a toy motion network with a toy weights format goes
+through the real paths (fetch and validation, installation, construction, strict loading), then
+leaves."""
 
 from __future__ import annotations
 
@@ -18,14 +19,17 @@ from torch import nn
 from masn.errors import InvalidInput
 from masn.extract.networks.backbones import (
     BACKBONES,
+    AppearanceBackbone,
+    DetectorBackbone,
     MotionBackbone,
     backbone,
     backbone_names,
     build_backbone,
 )
-from masn.extract.networks.feature_networks import load_installed
+from masn.extract.networks.feature_networks import FeatureNetworks, load_installed
 from masn.extract.networks.i3d import I3DResNet50, MotionFeatures
-from masn.extract.settings import ExtractionConfig
+from masn.extract.settings import DetectorConfig, ExtractionConfig
+from masn.settings import unchecked
 from masn.weights.download import fetch
 from masn.weights.formats.registry import FORMATS, format_names, weights_format
 from masn.weights.installed import install
@@ -35,20 +39,31 @@ from masn.weights.verification import VerificationError
 TOY_SHAPE = (4, 3, 8, 32, 32)  # 4 channels from 8 frames of 32 x 32 pixels
 
 
-def test_the_i3d_choices_come_from_the_registered_backbones() -> None:
-    assert backbone_names("i3d") == ("nonlocal", "pytorchvideo")
-    assert typing.get_args(MotionBackbone) == backbone_names("i3d")
-    assert typing.get_type_hints(ExtractionConfig)["i3d"] == MotionBackbone
-    assert isinstance(build_backbone("i3d", "nonlocal"), I3DResNet50)
-    with pytest.raises(KeyError, match="unknown i3d backbone 'x3d'; known: nonlocal, pytorchvideo"):
-        build_backbone("i3d", "x3d")
+def test_the_choices_come_from_the_registered_networks() -> None:
+    assert backbone_names("motion") == ("nonlocal", "pytorchvideo")
+    assert backbone_names("detector") == ("vg-frcnn",)
+    assert set(backbone_names("appearance")) == {"resnet152", "clip-vit-b16"}
+    hints = typing.get_type_hints(ExtractionConfig)
+    assert typing.get_args(MotionBackbone) == backbone_names("motion")
+    assert hints["motion"] == MotionBackbone and hints["appearance"] == AppearanceBackbone
+    assert typing.get_args(DetectorBackbone) == ("vg-frcnn",)
+    config = ExtractionConfig(detector=DetectorConfig(min_size=32, max_size=64))
+    built = build_backbone("motion", "nonlocal", config)
+    assert isinstance(built, MotionFeatures) and isinstance(built.network, I3DResNet50)
+    assert build_backbone("detector", "vg-frcnn", config).config == config.detector
+    with pytest.raises(
+        KeyError, match="unknown motion network 'x3d'; known: nonlocal, pytorchvideo"
+    ):
+        build_backbone("motion", "x3d", config)
+    with pytest.raises(ValueError, match="role 'i3d' is not one of detector, appearance, motion"):
+        backbone("x3d", role="i3d")
 
 
 def test_settings_and_the_choices_load_without_torch_opencv_or_pyav() -> None:
     script = (
         "import sys; import masn.extract.settings as s; "
         "print(sorted({'torch', 'cv2', 'av'} & set(sys.modules))); "
-        "print(s.ExtractionConfig(i3d='pytorchvideo').i3d)"
+        "print(s.ExtractionConfig(motion='pytorchvideo').motion)"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
@@ -81,20 +96,24 @@ def read_toy_npz(path: Path) -> dict[str, torch.Tensor]:
     }
 
 
+def toy_motion(config: ExtractionConfig) -> MotionFeatures:
+    return MotionFeatures(ToyI3D(), channels=TOY_SHAPE[0])
+
+
 @pytest.fixture
 def toy() -> Iterator[None]:
-    backbone("toy", role="i3d")(ToyI3D)
-    weights_format("toy_npz", role="i3d", layout="toy")(read_toy_npz)
+    backbone("toy", role="motion")(toy_motion)
+    weights_format("toy_npz", role="motion", backbone="toy")(read_toy_npz)
     yield
-    BACKBONES.remove("toy")
+    BACKBONES["motion"].remove("toy")
     FORMATS.remove("toy_npz")
-    assert "toy" not in backbone_names("i3d") and "toy_npz" not in format_names()
+    assert "toy" not in backbone_names("motion") and "toy_npz" not in format_names()
 
 
 def toy_entry() -> WeightEntry:
     return WeightEntry(
         name="toy-i3d",
-        role="i3d",
+        role="motion",
         format="toy_npz",
         urls=("http://127.0.0.1:9/unreachable",),
         filename="toy-i3d.npz",
@@ -112,7 +131,7 @@ def toy_entry() -> WeightEntry:
 def test_a_toy_backbone_and_its_weights_format_go_through_the_real_paths(
     toy: None, tmp_path: Path
 ) -> None:
-    assert backbone_names("i3d") == ("nonlocal", "pytorchvideo", "toy")
+    assert backbone_names("motion") == ("nonlocal", "pytorchvideo", "toy")
     entry = toy_entry()
     path = tmp_path / entry.filename
     path.write_bytes(b"not an npz")
@@ -124,16 +143,20 @@ def test_a_toy_backbone_and_its_weights_format_go_through_the_real_paths(
     offset = rng.standard_normal(TOY_SHAPE[:1], dtype=np.float32)
     np.savez(path, kernel=kernel, offset=offset)
     record = install(entry, fetch(entry, tmp_path), tmp_path)
-    assert (record.format, record.layout) == ("toy_npz", "toy")
+    assert (record.format, record.backbone) == ("toy_npz", "toy")
 
-    motion = MotionFeatures("toy")  # built by the registry
+    with unchecked():  # "toy" was added in this process, after the choices were read
+        config = ExtractionConfig(motion="toy", detector=DetectorConfig(min_size=32, max_size=64))
+    networks = FeatureNetworks.random(config)  # the toy built by the registry
+    motion = networks.motion
     assert isinstance(motion.network, ToyI3D)
-    assert load_installed(motion, "i3d", tmp_path, "toy").startswith("toy-i3d (toy-i3d.npz")
+    assert load_installed(motion, "motion", "toy", tmp_path).startswith("toy-i3d (toy-i3d.npz")
     assert np.array_equal(motion.network.conv.weight.numpy(), kernel)
     clips = torch.randint(0, 256, (2, 8, 64, 96, 3), dtype=torch.uint8)
     boxes = torch.tensor([[[0.0, 0, 40, 30], [10, 5, 90, 60]]]).repeat(2, 1, 1)
     sizes = torch.tensor([[96, 64], [96, 64]])
     motion_global, motion_objects = motion.eval()(clips, boxes, sizes)
     assert motion_global.shape == (2, 4) and motion_objects.shape == (2, 2, 4)
-    with pytest.raises(ValueError, match="has the toy layout but --i3d nonlocal"):
-        load_installed(MotionFeatures("nonlocal"), "i3d", tmp_path, "nonlocal")
+    assert networks.widths["motion"] == networks.widths["motion_objects"] == 4
+    with pytest.raises(FileNotFoundError, match="no converted weights of the motion network "):
+        load_installed(motion, "motion", "nonlocal", tmp_path)

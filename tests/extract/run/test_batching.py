@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import logging
 
-from masn.extract.bench import StandInNetworks
 from masn.extract.store.reader import FeatureStore
+from masn.pipeline.benchmarks.stand_ins import StandInNetworks
 from tests.builders import (
     TINY_EXTRACTION,
     bright,

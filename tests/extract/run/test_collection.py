@@ -28,6 +28,7 @@ from tests.builders import (
     HEIGHT,
     SMALL_FLAGS,
     TINY_EXTRACTION,
+    TINY_FLAGS,
     WIDTH,
     assert_same_stores,
     child_env,
@@ -42,8 +43,9 @@ FASTSTART = {"movflags": "faststart"}  # index first, so a cut falls inside the 
 
 
 def _extract_arguments(videos: Path, out: Path) -> list[str]:
-    """`masn extract` of ``videos`` into ``out``: random small networks, one frame per batch."""
-    flags = ["--batch-size", "1", "--workers", "0", "--device", "cpu", *SMALL_FLAGS]
+    """`masn extract` of ``videos`` into ``out``: random tiny networks (32-pixel frames: these
+    tests are about the run, not the features), one frame per batch."""
+    flags = ["--batch-size", "1", "--workers", "0", "--device", "cpu", *TINY_FLAGS]
     return ["extract", "--videos", str(videos), "--out", str(out), "--random-weights", *flags]
 
 
@@ -234,7 +236,7 @@ def _cuda_absent() -> None:
         ("out-devnull", "is not a regular file"),
         ("out-parent-a-file", "is not a folder"),
         ("out-read-only", "does not accept new files"),
-        ("out-in-use", "another process is writing"),
+        ("out-in-use", r"another process \(pid \d+ on host .*\) is writing .*features\.h5"),
         ("device-cuda", "--device cuda: this PyTorch"),
         ("device-cuda:3", "--device cuda:3: this PyTorch"),
         ("device-gpu", "unknown device 'gpu': use auto, cpu, cuda or cuda:N"),

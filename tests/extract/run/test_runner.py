@@ -8,9 +8,12 @@ decoding, preprocessing or writing one video fails that video only.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
+import re
+import shlex
 import shutil
 from pathlib import Path
 
@@ -19,11 +22,13 @@ import pytest
 import torch
 
 import masn.extract.show
-from masn.errors import InvalidInput
+from masn import caller, progress
+from masn.errors import DiskFull, InvalidInput
 from masn.extract.networks.feature_networks import FeatureNetworks
 from masn.extract.networks.vocab import attribute_names, object_names
+from masn.extract.run.failure_log import failures_path
 from masn.extract.run.runner import extract_features
-from masn.extract.settings import ExtractionConfig, RunOptions
+from masn.extract.settings import RunOptions
 from masn.extract.show import show, show_figure
 from masn.extract.store.parts import PartWriter
 from masn.extract.store.reader import FeatureStore
@@ -37,6 +42,7 @@ from tests.builders import (
     CITY_VIDEO,
     SAMPLE_VIDEO,
     SMALL_EXTRACTION,
+    TINY_EXTRACTION,
     assert_same_stores,
     box_corners,
     bright,
@@ -85,11 +91,19 @@ def networks() -> FeatureNetworks:
 
 
 @pytest.fixture(scope="module")
-def run(collection: Path, networks: FeatureNetworks, tmp_path_factory: pytest.TempPathFactory):
+def tiny_networks() -> FeatureNetworks:
+    """Random networks on 32-pixel frames (the detector's input 32..64 pixels): for the tests of
+    the run itself (formats, frame counts, boxes, order, batching, workers, reruns), where the
+    frame size does not matter and 224 pixels would only cost time."""
+    return FeatureNetworks.random(TINY_EXTRACTION)
+
+
+@pytest.fixture(scope="module")
+def run(collection: Path, tiny_networks: FeatureNetworks, tmp_path_factory):
     store = tmp_path_factory.mktemp("run") / "features.h5"
     options = RunOptions(device="cpu", batch_size=4, workers=0)
     summary = extract_features(
-        list_videos(collection, "folder"), store, SMALL_EXTRACTION, networks, options
+        list_videos(collection, "folder"), store, TINY_EXTRACTION, tiny_networks, options
     )
     return summary
 
@@ -148,26 +162,29 @@ def _subset(collection: Path, tmp_path: Path) -> list:
     return list_videos(folder, "folder")
 
 
-def test_features_are_deterministic(collection, networks, tmp_path):
+def test_features_are_deterministic(collection, tiny_networks, tmp_path):
     subset = _subset(collection, tmp_path)
     first, second = tmp_path / "first.h5", tmp_path / "second.h5"
     for out in (first, second):
-        extract_features(subset, out, SMALL_EXTRACTION, networks, RunOptions("cpu", 4, workers=0))
+        options = RunOptions("cpu", 4, workers=0)
+        extract_features(subset, out, TINY_EXTRACTION, tiny_networks, options)
     assert_same_stores(first, second)
 
 
-def test_batching_across_videos_and_workers_keeps_the_features(collection, networks, tmp_path):
+def test_batching_across_videos_and_workers_keeps_the_features(collection, tiny_networks, tmp_path):
     subset = _subset(collection, tmp_path)
     alone, pooled = tmp_path / "alone.h5", tmp_path / "pooled.h5"
-    extract_features(subset, alone, SMALL_EXTRACTION, networks, RunOptions("cpu", 1, workers=0))
-    extract_features(subset, pooled, SMALL_EXTRACTION, networks, RunOptions("cpu", 3, workers=2))
+    options = RunOptions("cpu", 1, workers=0)
+    extract_features(subset, alone, TINY_EXTRACTION, tiny_networks, options)
+    options = RunOptions("cpu", 3, workers=2)
+    extract_features(subset, pooled, TINY_EXTRACTION, tiny_networks, options)
     assert_same_stores(alone, pooled, exact=False)
 
 
-def test_rerun_skips_stored_videos_and_retries_failed_ones(run, collection, networks):
+def test_rerun_skips_stored_videos_and_retries_failed_ones(run, collection, tiny_networks):
     options = RunOptions(device="cpu", batch_size=4, workers=0)
     sources = list_videos(collection, "folder")
-    again = extract_features(sources, run.store, SMALL_EXTRACTION, networks, options)
+    again = extract_features(sources, run.store, TINY_EXTRACTION, tiny_networks, options)
     assert (again.stored, again.skipped, again.failed) == (0, len(GOOD), len(BAD))
     assert again.ok
 
@@ -188,10 +205,13 @@ def test_show_draws_the_sampled_frames(run, tmp_path, monkeypatch):
     (figure,) = figures
     with FeatureStore(run.store) as store:
         record = store.read("cityCC0.mpg")
-    sampled = decode_video(record.path).frames[:: SMALL_EXTRACTION.sample_every]
+    sampled = decode_video(record.path).frames[:: TINY_EXTRACTION.sample_every]
     assert len(sampled) == len(record.frame_times) > 4  # more than one row of panels
-    assert figure.get_suptitle() == f"cityCC0.mpg: {len(sampled)} sampled frames"
-    assert len(figure.axes) == 4 * math.ceil(len(sampled) / 4)
+    assert figure.get_suptitle() == (  # random networks made the store
+        f"RANDOM WEIGHTS: boxes and labels of random networks\ncityCC0.mpg: {len(sampled)} "
+        "sampled frames"
+    )
+    assert len(figure.axes) == len(sampled)  # no empty cells
     drawn = [axis for axis in figure.axes if axis.images]
     assert [axis.get_title() for axis in drawn] == [f"t = {t:.2f} s" for t in record.frame_times]
     objects, attributes = object_names(), attribute_names()
@@ -227,24 +247,46 @@ def test_i3d_nonlocal_layout_strides_time_by_eight():
 
 
 def test_bf16_autocast_keeps_global_features_close_to_fp32(collection, networks):
-    exact = networks  # fp32, the same seed
-    fast = FeatureNetworks.random(
-        ExtractionConfig(detector=SMALL_EXTRACTION.detector, precision="bf16")
-    )
-    frames = torch.from_numpy(decode_video(collection / "bunny.avi").frames[:4:2].copy())
+    # The same networks under bf16 autocast, as FeatureNetworks.forward runs them with
+    # precision="bf16" (building a second set would only repeat the seeded weights).
+    exact = fast = networks
+    frames = torch.from_numpy(decode_video(collection / "bunny.avi").frames[:1].copy())
     small = torch.nn.functional.interpolate(frames.permute(0, 3, 1, 2).float(), size=(224, 224))
     small = small.round().clamp(0, 255).byte().permute(0, 2, 3, 1).contiguous()
     clips = small.unsqueeze(1).expand(-1, 8, -1, -1, -1).contiguous()
     boxes = torch.tensor([[[10.0, 10.0, 100.0, 80.0]] * 10] * len(small))
     sizes = torch.tensor([[160, 90]] * len(small))
     with torch.no_grad():
-        a32 = exact.appearance(small)
+        a32, _ = exact.appearance(small, boxes, sizes)
         m32, o32 = exact.motion(clips, boxes, sizes)
-        with autocast(torch.device("cpu"), fast.config.precision):
-            a16 = fast.appearance(small).float()
+        with autocast(torch.device("cpu"), "bf16"):
+            a16 = fast.appearance(small, boxes, sizes)[0].float()
             m16, o16 = fast.motion(clips, boxes, sizes)
     for ours, reference in ((a16, a32), (m16, m32), (o16, o32)):
         assert ((ours - reference).norm() / reference.norm()).item() < 0.05
+
+
+def test_progress_counts_sampled_frames_and_quiet_hides_it(tmp_path, monkeypatch, capsys):
+    """A long video shows progress inside it: one step per sampled frame, not only per video."""
+    bars, shown = [], []  # each bar, and whether it was shown when made (closing hides it)
+    make = progress.bar
+
+    def recorded(**options):
+        bars.append(make(**options))
+        shown.append(not bars[-1].disable)
+        return bars[-1]
+
+    monkeypatch.setattr(progress, "bar", recorded)
+    sources = stand_in_videos(tmp_path, {"long.mp4": "long", "clip.mp4": "clip"})
+    assert extract_with_stand_ins(sources, tmp_path / "shown.h5").sampled_frames == 5
+    assert [(bar.desc, bar.n, bar.total) for bar in bars] == [
+        ("extract", 2, 2),
+        ("sampled frames", 5, None),
+    ]
+    assert shown == [True, True] and "sampled frames: 0frame" in capsys.readouterr().err
+    with caller.command_line(quiet=True):
+        extract_with_stand_ins(sources, tmp_path / "quiet.h5")
+    assert shown[2:] == [False, False] and not capsys.readouterr().err
 
 
 def test_worker_and_writer_errors_fail_one_video_each(tmp_path, monkeypatch):
@@ -280,6 +322,73 @@ def test_worker_and_writer_errors_fail_one_video_each(tmp_path, monkeypatch):
     assert [size for key, size in blocks if key == "a.mp4"] == [2, 2]
 
 
+def test_a_full_disk_at_the_failure_log_stops_the_run_in_one_line(tmp_path, monkeypatch):
+    """Writing OUT.failures.jsonl on a full disk was a traceback: now one line naming it and
+    its size; the videos committed so far stay, and a rerun (disk freed) finishes the run."""
+    sources = stand_in_videos(tmp_path, {"a.mp4": "clip", "b.mp4": "text", "c.mp4": "clip"})
+    store = tmp_path / "s.h5"
+    write_bytes = Path.write_bytes
+
+    def full(path: Path, data: bytes) -> int:
+        if ".failures.jsonl." in path.name:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write_bytes(path, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    with pytest.raises(DiskFull) as caught:
+        extract_with_stand_ins(sources, store)
+    log = failures_path(store)
+    assert re.fullmatch(
+        rf"the disk is full: writing {re.escape(str(log))} needs about \d+ bytes \(.* free\); "
+        r"free some space there \(or write elsewhere\) and run the command again: work already "
+        "saved is kept",
+        str(caught.value),
+    )
+    assert not log.exists() and not list(tmp_path.glob(".*.tmp"))
+    monkeypatch.undo()
+    summary = extract_with_stand_ins(sources, store)
+    assert summary.stored + summary.skipped == 2 and summary.failed == 1
+    assert set(failure_entries(store)) == {"b.mp4"}
+
+
+def test_ctrl_c_during_extraction_is_one_line_and_the_rerun_finishes(tmp_path, monkeypatch, caplog):
+    """Ctrl-C printed an 80-line KeyboardInterrupt traceback and exited 1. Now: one line with
+    the command that goes on, exit 130; the committed video stays and the rerun stores the rest."""
+    from masn.extract.run import collection, runner
+    from masn.pipeline.benchmarks.stand_ins import StandInNetworks
+    from masn.pipeline.cli import main
+
+    stand_in_videos(tmp_path, {"a.mp4": "clip", "b.mp4": "clip", "c.mp4": "clip"})
+    monkeypatch.setattr(collection, "load_networks", lambda config, *_: StandInNetworks(config))
+    done, ends = runner._Run._done, []
+
+    def interrupted(run, item) -> None:
+        ends.append(item.source.key)
+        if len(ends) == 2:  # the second video has been decoded: Ctrl-C
+            raise KeyboardInterrupt
+        done(run, item)
+
+    monkeypatch.setattr(runner._Run, "_done", interrupted)
+    out = tmp_path / "s.h5"
+    args = ["extract", "--videos", str(tmp_path / "videos"), "--out", str(out)]
+    args += ["--random-weights", "--device", "cpu", "--workers", "0", "--batch-size", "1"]
+    assert main(args) == 130
+    (error,) = [record for record in caplog.records if record.levelname == "ERROR"]
+    assert error.getMessage() == (
+        f"interrupted; the work already saved is kept: to go on, run masn {shlex.join(args)}"
+    )
+    assert not error.exc_info
+    committed = [p.name for p in Path(f"{out}.parts").glob("*.h5")]
+    assert committed == ["a.mp4.h5"] and not out.exists()  # the video done before Ctrl-C
+    monkeypatch.setattr(runner._Run, "_done", done)
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert main(args) == 0
+    assert "1 of 3 videos are already in" in caplog.text
+    with FeatureStore(out) as features:
+        assert sorted(features) == ["a.mp4", "b.mp4", "c.mp4"]
+
+
 def test_extraction_onto_a_damaged_store_rebuilds_it(tmp_path, monkeypatch, caplog):
     sources = stand_in_videos(tmp_path, {"a.mp4": "clip", "b.mp4": "clip", "c.mp4": "clip"})
     store = tmp_path / "s.h5"
@@ -297,12 +406,3 @@ def test_extraction_onto_a_damaged_store_rebuilds_it(tmp_path, monkeypatch, capl
     assert (summary.skipped, summary.stored) == (1, 2)  # the part kept, a and b extracted again
     with FeatureStore(store) as features:
         assert sorted(features) == ["a.mp4", "b.mp4", "c.mp4"]
-
-
-@pytest.mark.slow
-def test_memory_does_not_grow_with_the_video_length():
-    from masn.extract.bench import run_memory_bench
-    from masn.extract.settings import MemoryBenchSettings
-
-    report = run_memory_bench(MemoryBenchSettings(minutes=(0.5, 5.0)))
-    assert report["bounded"], report

@@ -206,3 +206,27 @@ def test_a_binary_key_map_is_a_one_line_error_with_its_line(tmp_path, caplog, da
     missing = tmp_path / "missing.tsv"
     assert main([*command, "--dataset", "msvd", "--key-map", str(missing)]) == 2
     assert f"no key-map file {missing}" in caplog.records[-1].getMessage()
+
+
+def test_importing_files_without_videos_is_refused_and_writes_nothing(tmp_path, caplog):
+    """Empty official files were imported as an empty store, exit 0."""
+    folder, back = tmp_path / "official", tmp_path / "back.h5"
+    folder.mkdir()
+    for name in official_files("msvd").names():
+        with h5py.File(folder / name, "w") as file:
+            if name == official_files("msvd").objects:
+                file.create_group("image_features")
+                file.create_group("spatial_features")
+    assert main(["features", "import-official", str(folder), str(back), "--dataset", "msvd"]) == 2
+    assert caplog.records[-1].getMessage() == (
+        f"nothing to import: the official msvd files in {folder} hold no complete video; check "
+        "the folder (or the key map) and the --dataset"
+    )
+    assert not back.exists()
+    full = _official(tmp_path / "full")
+    key_map = tmp_path / "keys.tsv"
+    key_map.write_text("ours\tvid999\n")
+    arguments = ["features", "import-official", str(full), str(back), "--dataset", "msvd"]
+    assert main([*arguments, "--key-map", str(key_map)]) == 2
+    assert "hold no complete video that the key map names" in caplog.records[-1].getMessage()
+    assert not back.exists()

@@ -218,7 +218,7 @@ def test_open_features_detects_partial_and_ambiguous_folders(tmp_path):
     for dataset in ("msvd", "msrvtt"):
         for name in OFFICIAL_FILES[dataset].names():
             (mixed / name).touch()
-    with pytest.raises(ValueError, match=r"several datasets \(msvd, msrvtt\).*pass the dataset"):
+    with pytest.raises(ValueError, match=r"several datasets \(msrvtt, msvd\).*pass the dataset"):
         open_features(mixed)
     # One complete set beside a stray file of another dataset is not ambiguous.
     _, msvd, _ = _export(tmp_path / "msvd", "msvd")

@@ -7,6 +7,7 @@ import h5py
 import numpy as np
 import pytest
 
+from masn.errors import InvalidInput
 from masn.extract.store.official_layout import OFFICIAL_FILES
 from masn.extract.store.official_transfer import export_official, import_official
 from masn.extract.store.reader import FeatureStore
@@ -72,3 +73,28 @@ def test_import_reports_incomplete_videos(tmp_path):
     (tmp_path / "official" / files.motion_objects).unlink()
     with pytest.raises(FileNotFoundError, match="msvd_i3d_roialign_perclip_obj10"):
         import_official(tmp_path / "official", "msvd", tmp_path / "back.h5")
+
+
+@pytest.mark.parametrize("how", ["width", "nan"])
+def test_export_never_writes_damaged_data(tmp_path, how):
+    """A video of another width was exported as it was (or tracebacked), NaN ones exported
+    silently; now both are refused naming the video, and no official file is written."""
+    store = write_store(tmp_path / "ours.h5", ["vid1", "vid2", "vid3"])
+    with h5py.File(store, "a") as file:
+        group = file["videos"]["vid2"]
+        if how == "width":
+            data = group["motion"][()]
+            del group["motion"]
+            group["motion"] = data[:, :1024]
+        else:
+            group["appearance"][0, 0] = np.nan
+    expected = (
+        r"cannot export .*ours\.h5: 1 of its videos is damaged: 'vid2' \(motion: expected "
+        r"float16 \(T, 2048\), found float16 \(\d, 1024\)\)"
+        if how == "width"
+        else r"cannot export: video 'vid2' in .*ours\.h5: appearance holds NaN or infinite values"
+        r".*; re-extract them, or leave them out with a key map that does not name them$"
+    )
+    with pytest.raises(InvalidInput, match=expected):
+        export_official(store, tmp_path / "official", "msvd")
+    assert not (tmp_path / "official").exists()  # no file, not even a temporary one or the folder

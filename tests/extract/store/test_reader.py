@@ -3,6 +3,7 @@ replaced on disk."""
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import pickle
@@ -13,6 +14,7 @@ import pytest
 
 from masn.extract.store.reader import FeatureStore
 from masn.extract.store.writer import StoreWriter
+from masn.pipeline.cli import main
 from tests.builders import (
     ODD_KEYS,
     STORE_CONFIG,
@@ -113,3 +115,23 @@ def test_replaced_store_is_refused(tmp_path):
     os.replace(tmp_path / "s2.h5", path)
     with pytest.raises(RuntimeError, match="was replaced"):
         pickle.loads(copy).read("a")
+
+
+def test_frame_counts_come_from_the_index_or_video_by_video(tmp_path, capsys):
+    """`masn features list`: every key with its sampled frames, from the store's index, or
+    from each video's headers in a store written before it had one."""
+    keys = [*ODD_KEYS, "tab\tkey.mp4"]
+    records = [synthetic_record(key, frames=1 + i) for i, key in enumerate(keys)]
+    store = write_store(tmp_path / "s.h5", records)
+    with FeatureStore(store) as features:
+        listed = list(features.frame_counts())
+        assert listed == [(key, features.num_frames(key)) for key in features]
+    assert sorted(listed) == sorted((key, 1 + i) for i, key in enumerate(keys))
+    with h5py.File(store, "r+") as file:
+        del file["index"]
+    with FeatureStore(store) as features:
+        assert list(features.frame_counts()) == listed
+    assert main(["features", "list", str(store)]) == 0
+    shown = {key: json.dumps(key) if "\t" in key else key for key in keys}
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [f"{shown[key]}\t{frames}" for key, frames in listed]

@@ -13,7 +13,9 @@ from pathlib import Path
 import h5py
 import pytest
 
-from masn.errors import InUse, InvalidInput
+from masn.atomic import size_text
+from masn.errors import DiskFull, InUse, InvalidInput
+from masn.extract.store import writer as writer_module
 from masn.extract.store.merge import merge_stores
 from masn.extract.store.reader import FeatureStore
 from masn.extract.store.writer import StoreWriter, check_output
@@ -95,8 +97,8 @@ def test_provenance_mismatch_is_refused(tmp_path):
     path = write_store(tmp_path / "s.h5", ["a"])
     with pytest.raises(ValueError, match=r"config \(fps\).*another output path"):
         StoreWriter(path, {**STORE_CONFIG, "fps": 5}, STORE_WEIGHTS)
-    with pytest.raises(ValueError, match=r"weights \(i3d\)"):
-        StoreWriter(path, STORE_CONFIG, {**STORE_WEIGHTS, "i3d": "random"})
+    with pytest.raises(ValueError, match=r"weights \(motion\)"):
+        StoreWriter(path, STORE_CONFIG, {**STORE_WEIGHTS, "motion": "random"})
     with pytest.raises(ValueError, match="feature dtype"):
         StoreWriter(path, STORE_CONFIG, STORE_WEIGHTS, dtype="float32")
     with StoreWriter(tmp_path / "parts_only.h5", STORE_CONFIG, STORE_WEIGHTS) as writer:
@@ -108,7 +110,7 @@ def test_provenance_mismatch_is_refused(tmp_path):
 def test_one_writer_at_a_time(tmp_path):
     with (
         StoreWriter(tmp_path / "s.h5", STORE_CONFIG, STORE_WEIGHTS),
-        pytest.raises(RuntimeError, match="another process is writing"),
+        pytest.raises(RuntimeError, match=r"another process \(pid \d+ on host .*\) is writing"),
     ):
         StoreWriter(tmp_path / "s.h5", STORE_CONFIG, STORE_WEIGHTS)
 
@@ -222,7 +224,7 @@ def test_output_paths_are_checked_before_any_work(tmp_path):
         merge_stores([shard], tmp_path)
     with (
         StoreWriter(tmp_path / "busy.h5", STORE_CONFIG, STORE_WEIGHTS),
-        pytest.raises(InUse, match="another process is writing"),
+        pytest.raises(InUse, match=r"another process \(pid \d+ on host .*\) is writing"),
     ):
         check_output(tmp_path / "busy.h5")
     assert not list(tmp_path.glob(".*probe*"))
@@ -249,3 +251,33 @@ def _can_create(folder: Path) -> bool:
         return False
     (folder / f".probe.{os.getpid()}").unlink()
     return True
+
+
+def test_a_full_disk_while_consolidating_names_the_store_and_keeps_the_parts(tmp_path, monkeypatch):
+    """h5py's "file write failed ... errno = 28" while packing the parts was a traceback: now one
+    line naming the store and the space it needs; the parts stay and a rerun packs them."""
+    path = tmp_path / "s.h5"
+    with StoreWriter(path, STORE_CONFIG, STORE_WEIGHTS) as writer:
+        for key in ("a", "b"):
+            writer.write(synthetic_record(key, frames=2))
+        parts = sorted(writer.parts_dir.glob("*.h5"))
+        needed = size_text(sum(part.stat().st_size for part in parts))
+
+        def full(part, videos):
+            raise OSError(
+                "Can't synchronously write data (file write failed: time = now, filename = "
+                f"'{path}', errno = 28, error message = 'No space left on device')"
+            )
+
+        monkeypatch.setattr(writer_module, "copy_part", full)
+        with pytest.raises(DiskFull) as caught:
+            writer.consolidate()
+        assert str(caught.value).startswith(
+            f"the disk is full: writing {path} needs about {needed} ("
+        )
+        assert sorted(writer.parts_dir.glob("*.h5")) == parts and not path.exists()
+        assert not list(tmp_path.glob(".s.h5.*.tmp"))
+        monkeypatch.undo()
+        writer.consolidate()
+    with FeatureStore(path) as store:
+        assert sorted(store) == ["a", "b"]

@@ -5,7 +5,10 @@ The clips are written with PyAV at test time (tests/media.py).
 
 from __future__ import annotations
 
+import errno
 import math
+import os
+import re
 import sys
 from pathlib import Path
 
@@ -14,11 +17,12 @@ import cv2
 import numpy as np
 import pytest
 
-from masn.errors import InvalidInput
+from masn.errors import InvalidInput, MissingInput
 from masn.extract.video.decode import (
     DecodedVideo,
     DecodeError,
     check_decoder,
+    check_video_file,
     decode_video,
     iter_frames,
     probe,
@@ -243,6 +247,48 @@ def test_unreadable_files_raise_with_a_reason(media, name, reason, backend):
     if backend == "pyav":
         with pytest.raises(DecodeError, match=f"^{reason}"):
             probe(media[name])
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason"),
+    [
+        ("fifo", "not a regular file but a named pipe (FIFO)"),
+        ("device", "not a regular file but a character device"),
+        ("folder", "not a regular file but a folder"),
+        ("loop", "a symbolic link that loops (it points back at itself)"),
+        ("broken", "a broken symbolic link (to gone.mp4, which does not exist)"),
+        ("unreadable", "cannot read it: Permission denied"),
+    ],
+)
+def test_what_is_not_a_readable_file_is_named_as_it_is(media, tmp_path, monkeypatch, kind, reason):
+    """A FIFO, a device and a looping link were "no such file"; a file without read permission
+    was "not a video: Permission denied" (chmod does not stop root: av.open stands in)."""
+    path = tmp_path / f"{kind}.mp4"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "device":
+        path = Path("/dev/zero")
+    elif kind == "folder":
+        path.mkdir()
+    elif kind == "loop":
+        path.symlink_to(path.name)
+    elif kind == "broken":
+        path.symlink_to("gone.mp4")
+    else:
+        path = media["text.mp4"]
+
+        def refused(*args, **kwargs):
+            raise av.error.PermissionError(errno.EACCES, "Permission denied")
+
+        monkeypatch.setattr(av, "open", refused)
+    with pytest.raises(DecodeError, match=f"^{re.escape(reason)}$"):
+        decode_video(path)
+    if kind != "unreadable":  # refused before the decoder runs, in one line
+        expected = f"cannot read the video {path}: {reason}"
+        with pytest.raises(InvalidInput, match=f"^{re.escape(expected)}$"):
+            check_video_file(path)
+    with pytest.raises(MissingInput, match=r"^no video at "):
+        check_video_file(tmp_path / "absent.mp4")
 
 
 @pytest.mark.parametrize(

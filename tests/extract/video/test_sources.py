@@ -5,14 +5,17 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 from importlib import resources
 from pathlib import Path
 from urllib.parse import unquote_to_bytes
 
 import pytest
 
-from masn.errors import InvalidInput
-from masn.extract.video.sources import VideoSource, escape_name, list_videos, load_msvd_mapping
+from masn.datasets.msvd import load_mapping
+from masn.datasets.video_keys import escape_name
+from masn.errors import InvalidInput, MissingInput
+from masn.extract.video.sources import VideoSource, list_videos
 
 MAPPING_SHA256 = "28ad09f8b345eab9722cfeb2e43fe011689c9a1bdb2a10eb75f3801cc24508d7"
 
@@ -29,11 +32,9 @@ def keys(sources: list[VideoSource]) -> list[str]:
 
 
 def test_bundled_msvd_mapping_is_the_original_file():
-    data = (
-        resources.files("masn.extract.video") / "data" / "msvd_youtube_mapping.txt"
-    ).read_bytes()
+    data = (resources.files("masn.datasets") / "data" / "msvd_youtube_mapping.txt").read_bytes()
     assert hashlib.sha256(data).hexdigest() == MAPPING_SHA256
-    mapping = load_msvd_mapping()
+    mapping = load_mapping()
     assert len(mapping) == 1970
     assert mapping["-4wsuPCjDBc_5_15"] == "vid1"
     assert set(mapping.values()) == {f"vid{n}" for n in range(1, 1971)}
@@ -41,7 +42,7 @@ def test_bundled_msvd_mapping_is_the_original_file():
 
 def test_bundled_mapping_matches_the_shared_copy(shared_dir: Path):
     shared = shared_dir / "data" / "msvd-qa" / "youtube_mapping.txt"
-    bundled = resources.files("masn.extract.video") / "data" / "msvd_youtube_mapping.txt"
+    bundled = resources.files("masn.datasets") / "data" / "msvd_youtube_mapping.txt"
     assert bundled.read_bytes() == shared.read_bytes()
 
 
@@ -75,7 +76,7 @@ def test_malformed_mapping(tmp_path: Path):
         list_videos(tmp_path / "videos", "msvd", mapping=mapping)
     mapping.write_text("clipA_1_5 vid7\nclipB_0_3 vid7\n")
     with pytest.raises(ValueError, match="twice"):
-        load_msvd_mapping(mapping)
+        load_mapping(mapping)
 
 
 def test_msrvtt(tmp_path: Path, caplog: pytest.LogCaptureFixture):
@@ -126,7 +127,7 @@ def test_duplicate_keys_are_an_error(tmp_path: Path):
 def test_missing_folder_and_unknown_dataset(tmp_path: Path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         list_videos(tmp_path / "nowhere", "folder")
-    with pytest.raises(ValueError, match="msvd, msrvtt, tgif, folder"):
+    with pytest.raises(ValueError, match="folder, msrvtt, msvd, nextqa, tgif"):
         list_videos(tmp_path, "activitynet")
     with pytest.raises(ValueError, match="msvd only"):
         list_videos(tmp_path, "tgif", mapping=tmp_path / "mapping.txt")
@@ -188,3 +189,19 @@ def test_a_chmod_000_subfolder_is_warned_about(tmp_path: Path, caplog: pytest.Lo
     finally:
         (tmp_path / "private").chmod(0o755)
     assert "could not read 1 folder(s)" in caplog.text and "private" in caplog.text
+
+
+def test_a_videos_folder_that_is_not_one_says_what_it_is(tmp_path: Path) -> None:
+    """A FIFO, a device or a looping link were all "does not exist or is not a folder"."""
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    (tmp_path / "file.mp4").write_bytes(b"x")
+    for path, said in [
+        (tmp_path / "absent", "does not exist"),
+        (tmp_path / "fifo", "is not a folder: not a regular file but a named pipe (FIFO)"),
+        (Path("/dev/null"), "is not a folder: not a regular file but a character device"),
+        (tmp_path / "loop", "is not a folder: a symbolic link that loops"),
+        (tmp_path / "file.mp4", "is a file, not a folder"),
+    ]:
+        with pytest.raises(MissingInput, match=re.escape(f"videos folder {path} {said}")):
+            list_videos(path, "folder")

@@ -8,12 +8,14 @@ frames) and shares it; the command line runs once end to end on a 1.5-s cut of t
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from masn import caller
 from masn.extract.networks.vocab import attribute_names, object_names
 from masn.extract.run.one_video import Extractor
 from masn.extract.store.schema import VideoRecord
@@ -52,6 +54,8 @@ from tests.builders import (
     titled,
     transcode,
 )
+
+WIDTHS = r"widths 64 / 64 / 64 / 64 \(appearance, .*2048 / 2048 / 2048 / 2048"
 
 
 def test_the_extracted_record_has_real_features_boxes_and_labels(record):
@@ -115,20 +119,24 @@ def test_multiple_choice_picks_a_candidate_and_needs_candidates(predictors, reco
     assert sorted(text for text, _ in answer.top) == sorted(CANDIDATES)
     assert answer.words == clean_tokens(f"{QUESTION} {answer.answer}")
     assert sum(answer.alpha.values()) == pytest.approx(1.0, abs=1e-5)
-    with pytest.raises(ValueError, match="--candidates"):
+    with pytest.raises(
+        ValueError, match=r"e\.g\. candidates=\['answer one', 'answer two', \.\.\.\]$"
+    ):
         answer_record(predictor, record, QUESTION)
     with pytest.raises(ValueError, match="at least two"):
         answer_record(predictor, record, QUESTION, ["run"])
-    with pytest.raises(ValueError, match="multiple-choice models"):
+    with pytest.raises(
+        ValueError, match="has an open-ended head; candidates are for multiple-choice"
+    ):
         answer_record(predictors["open_ended"], record, QUESTION, CANDIDATES)
 
 
 def test_feature_widths_must_match_the_model(folder, record, tmp_path):
     narrow = make_checkpoint(folder, "open_ended", width=64)
-    with pytest.raises(ValueError, match=r"width 64 / 64.*2048 / 2048"):
+    with pytest.raises(ValueError, match=WIDTHS):
         answer_record(load_predictor(narrow), record, QUESTION)
     # answer_video refuses it before extracting anything
-    with pytest.raises(ValueError, match=r"width 64 / 64.*2048 / 2048"):
+    with pytest.raises(ValueError, match=WIDTHS):
         answer_video(
             AnswerSettings(
                 video=SAMPLE_VIDEO,
@@ -207,22 +215,23 @@ def test_answer_video_draws_the_figure_and_returns_json(
     monkeypatch.setattr(Extractor, "extract", extracted)
     views = capture_views(monkeypatch)
     out = tmp_path / "figures" / "mc.png"
-    result = answer_video(
-        AnswerSettings(
-            video=SAMPLE_VIDEO,
-            question=QUESTION,
-            checkpoint=checkpoints["multiple_choice"],
-            out=out,
-            random_weights=True,
-            device="cpu",
-            candidates=tuple(CANDIDATES),
-            features=COARSE_EXTRACTION,
-        )
+    settings = AnswerSettings(
+        video=SAMPLE_VIDEO,
+        question=QUESTION,
+        checkpoint=checkpoints["multiple_choice"],
+        out=out,
+        random_weights=True,
+        device="cpu",
+        candidates=tuple(CANDIDATES),
+        features=COARSE_EXTRACTION,
     )
+    with caller.command_line():  # as `masn answer` runs it: its banner, said once
+        result = answer_video(settings)
     assert json.loads(json.dumps(result)) == result
     assert used["config"] == COARSE_EXTRACTION and used["device"] == torch.device("cpu")
     assert used["video"] == SAMPLE_VIDEO
-    assert used["weights"]["detector"].startswith("random") and "RANDOM WEIGHTS" in caplog.text
+    assert used["weights"]["detector"].startswith("random")
+    assert caplog.text.count("RANDOM WEIGHTS") == 1 and "(--random-weights)" in caplog.text
     assert result["answer"] in CANDIDATES and result["candidates"] == CANDIDATES
     assert result["top"][0][0] == result["answer"]
     assert result["figure"] == str(out) and result["random_weights"] is True
@@ -244,7 +253,8 @@ def test_answer_video_draws_the_figure_and_returns_json(
 
 @pytest.mark.slow
 def test_cli_extracts_answers_prints_json_and_draws(checkpoints, tmp_path, capsys, monkeypatch):
-    """End to end on a 1.5-s cut of the video (3 sampled frames), figure in the current folder."""
+    """End to end on a 1.5-s cut of the video (3 sampled frames), the figure under the run
+    folder of the checkpoint, nothing in the current folder."""
     clip = tmp_path / "clip.mp4"
     transcode(SAMPLE_VIDEO, clip, "libx264", 1.5, width=640)  # half size
     monkeypatch.chdir(tmp_path)
@@ -255,8 +265,10 @@ def test_cli_extracts_answers_prints_json_and_draws(checkpoints, tmp_path, capsy
     assert result["answer"] in ANSWERS and len(result["top"]) == 3
     assert result["video"] == str(clip) and result["question"] == QUESTION
     assert (result["sampled_frames"], result["frames_used"]) == (3, CHECKPOINT_FRAMES)
-    assert Path(result["figure"]) == tmp_path / "clip.answer.png"
-    read_png(tmp_path / "clip.answer.png")
+    figure = checkpoints["open_ended"].parent / "answers" / "clip.answer.png"
+    assert Path(result["figure"]) == figure
+    read_png(figure)
+    assert sorted(os.listdir(tmp_path)) == ["clip.mp4"]
     (view,) = views
     assert view.question == QUESTION and view.words == clean_tokens(QUESTION)
     assert [[text, score] for text, score in view.top] == result["top"]
@@ -273,7 +285,7 @@ def test_cli_setup_errors_exit_2_with_a_message(checkpoints, tmp_path, caplog, m
     caplog.clear()
     mc = ["--checkpoint", str(checkpoints["multiple_choice"])]
     assert main(["answer", *base, *mc]) == 2
-    assert "--candidates" in caplog.text
+    assert "e.g. --candidates 'answer one' 'answer two' ..." in caplog.text
     caplog.clear()
     monkeypatch.setenv("MASN_WEIGHTS_DIR", str(tmp_path / "no-weights-here"))
     command = [str(SAMPLE_VIDEO), QUESTION, "--checkpoint", str(checkpoints["open_ended"])]

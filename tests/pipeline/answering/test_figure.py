@@ -3,14 +3,22 @@ bars, boxes and labels), layout variants and atomic writing."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
+from matplotlib.colors import to_hex, to_rgb
 from matplotlib.figure import Figure
 
 from masn.pipeline.answering.figure import (
+    APPEARANCE_COLOUR,
+    CHOSEN_COLOUR,
     MAX_BOXES,
+    MOTION_COLOUR,
     NO_FUSION,
+    OTHER_COLOUR,
+    STREAM_COLOURS,
     TITLES,
     AnswerView,
     answer_figure,
@@ -19,7 +27,15 @@ from masn.pipeline.answering.figure import (
     shown_maps,
     word_block,
 )
-from tests.builders import box_corners, read_png, texts, titled
+from tests.builders import (
+    blank_edges,
+    box_corners,
+    contains,
+    laid_out,
+    read_png,
+    texts,
+    titled,
+)
 
 WIDTH = 20  # token width L
 WORDS = ["what", "is", "the", "man", "doing", "on", "stage"]
@@ -162,7 +178,7 @@ def test_the_maps_are_the_real_word_blocks_with_the_question_words_as_ticks():
     figure = answer_figure(view)
     blocks = {name: word_block(view.attention[name], len(WORDS), WIDTH) for name in NAMES}
     vmax = max(float(block.max()) for block in blocks.values())
-    colours = ["tab:blue"] * len(WORDS) + ["tab:orange"] * len(WORDS)
+    colours = [APPEARANCE_COLOUR] * len(WORDS) + [MOTION_COLOUR] * len(WORDS)
     for name in NAMES:
         (axis,) = titled(figure, TITLES[name])
         (image,) = axis.images
@@ -211,6 +227,66 @@ def test_empty_boxes_are_skipped_and_long_labels_shortened():
         kept = [0, *range(2, MAX_BOXES)]
         np.testing.assert_allclose(box_corners(axis), boxes[index, kept])
         assert texts(axis.texts) == ["weathered woo…", *(labels[index][k] for k in kept[1:])]
+
+
+# --- layout and colours ------------------------------------------------------------------------
+
+
+def two_wide_frames() -> AnswerView:
+    """The quick demo's shape: two 192 x 128 frames, a box at each top corner of each."""
+    view = make_view()
+    frames = np.random.default_rng(5).integers(0, 256, size=(2, 128, 192, 3), dtype=np.uint8)
+    boxes = np.tile([[0.0, 0.0, 60.0, 40.0], [170.0, 0.0, 192.0, 30.0]], (2, 1, 1))
+    return make_view(frames=frames, boxes=boxes, frame_times=view.frame_times[:2])
+
+
+LAYOUTS = {"six": make_view, "two-wide": two_wide_frames}
+
+
+@pytest.mark.parametrize("make", LAYOUTS.values(), ids=LAYOUTS.keys())
+def test_every_text_is_inside_the_figure_and_each_box_label_on_its_frame(make):
+    """No clipped text: box labels at a frame's top or right edge stay on the frame (not over
+    its title, not cut at its edge) and nothing leaves the figure."""
+    figure = answer_figure(make())
+    renderer = laid_out(figure)
+    assert contains(figure.bbox_inches, figure.get_tightbbox(renderer), slack=0.01)
+    frames = titled(figure, "frame ")
+    assert sum(len(axis.texts) for axis in frames) >= 2 * len(frames)
+    for axis in frames:
+        frame = axis.get_window_extent(renderer)
+        title = axis.title.get_window_extent(renderer)
+        for label in axis.texts:
+            extent = label.get_window_extent(renderer)
+            assert contains(frame, extent), label.get_text()
+            assert not extent.overlaps(title), label.get_text()
+
+
+@pytest.mark.parametrize("make", LAYOUTS.values(), ids=LAYOUTS.keys())
+def test_frames_sit_side_by_side_centred_and_the_png_has_no_blank_margin(make, tmp_path):
+    """Frames that cannot fill the width (two wide frames, capped in height) are centred with
+    no gap between them; the rendered figure has no blank margin."""
+    figure = answer_figure(make())
+    renderer = laid_out(figure)
+    frames = [axis.get_window_extent(renderer) for axis in titled(figure, "frame ")]
+    gaps = [right.x0 - left.x1 for left, right in itertools.pairwise(frames)]
+    assert max(gaps) < 0.15 * figure.dpi  # inches
+    left, right = frames[0].x0, figure.bbox.x1 - frames[-1].x1
+    assert abs(left - right) < 0.3 * figure.dpi
+    image = read_png(draw_answer(make(), tmp_path / "answer.png"))
+    assert max(blank_edges(image).values()) < 0.01
+
+
+def test_no_bar_says_right_or_wrong():
+    """The figure does not know the right answer: the model's top answer is dark grey, the
+    others light grey (no red or green); alpha's bars take their stream's colour."""
+    figure = answer_figure(make_view())
+    (answers,) = titled(figure, "top-5 answers")
+    colours = [to_hex(bar.get_facecolor()) for bar in answers.patches]
+    assert colours == [CHOSEN_COLOUR.lower()] + [OTHER_COLOUR.lower()] * 4
+    assert all(len(set(to_rgb(colour))) == 1 for colour in colours)  # greys
+    (alpha,) = titled(figure, "α")
+    colours = [to_hex(bar.get_facecolor()) for bar in alpha.patches]
+    assert colours == [STREAM_COLOURS[name].lower() for name in NAMES]
 
 
 # --- drawing -----------------------------------------------------------------------------------

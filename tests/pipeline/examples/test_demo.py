@@ -9,9 +9,12 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 
+from masn.extract.store.reader import FeatureStore
 from masn.pipeline.cli import main
-from masn.pipeline.examples.demo import results_table
-from masn.pipeline.examples.demo_sample import KINDS, TEST_CLIPS
+from masn.pipeline.examples.demo import QUICK_CLIPS, results_table
+from masn.pipeline.examples.demo_sample import KINDS, REAL_KEY, TEST_CLIPS
+from masn.pipeline.examples.settings import QUICK_EPOCHS
+from tests.pipeline.serve.conftest import check_serve_command
 
 
 @pytest.mark.slow
@@ -21,16 +24,22 @@ def test_quick_demo_runs_every_stage_and_says_it_used_random_weights(
     caplog.set_level(logging.INFO)
     monkeypatch.setenv("MASN_WEIGHTS_DIR", str(tmp_path / "no-weights"))
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--quick", "--epochs", "1", "--device", "cpu"]) == 0
+    assert main(["demo", "--out", str(out), "--quick", "--device", "cpu"]) == 0
     printed = capsys.readouterr().out
     assert "MASN demo finished (RANDOM WEIGHTS)" in printed
-    assert "RANDOM WEIGHTS" in caplog.text
+    # One banner, naming what happened (no weights), not a flag the user never passed.
+    assert caplog.text.count("RANDOM WEIGHTS:") == 1 and "--random-weights" not in caplog.text
+    assert "no published weights in" in caplog.text
     assert "masn weights fetch" in caplog.text and "make weights" in caplog.text
+    # The quick demo: its clips only, two epochs per question kind.
+    stored = sorted(key for key in FeatureStore(out / "features.h5") if key != REAL_KEY)
+    assert stored == sorted(clip.key for clip in QUICK_CLIPS)
     assert (out / "features.h5").is_file()
     for kind in KINDS:
         run = out / "runs" / kind
         metrics = json.loads((run / "evaluate-test" / "metrics.json").read_text())
         assert metrics["masn"]["questions"] > 0
+        assert json.loads((run / "report.json").read_text())["epochs_run"] == QUICK_EPOCHS
         assert (run / "best.pt").is_file() and (run / "report.json").is_file()
         assert str(run) in printed
     assert "baseline without the video" in printed
@@ -43,10 +52,14 @@ def test_quick_demo_runs_every_stage_and_says_it_used_random_weights(
     # The answered question is about a held-out clip.
     answered = [line.strip() for line in printed.splitlines() if "/videos/shapes/" in line]
     assert len(answered) == 1 and Path(answered[0]).stem in TEST_CLIPS
+    # It ends with the command that serves its outputs, which works as printed.
+    serve = printed.strip().splitlines()[-1].strip()
+    assert serve.startswith(f"masn serve --store {out / 'features.h5'} --run {out / 'runs'}")
+    check_serve_command(serve, tmp_path)
 
     # A second demo reuses the features and the finished runs.
     caplog.clear()
-    assert main(["demo", "--out", str(out), "--quick", "--epochs", "1", "--device", "cpu"]) == 0
+    assert main(["demo", "--out", str(out), "--quick", "--device", "cpu"]) == 0
     assert "already in" in caplog.text and "resumed" in caplog.text
 
 

@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from masn.datasets.annotations import infer_head
+from masn.datasets.folder import read_jsonl
 from masn.extract.video.decode import decode_video, probe
 from masn.extract.video.sources import list_videos
 from masn.pipeline.examples import demo_sample as sample
-from masn.pipeline.qa.annotations import read_jsonl
-from masn.pipeline.qa.tasks import infer_head
 
 SHIPPED = sample.SAMPLE_DIR / "questions"
 

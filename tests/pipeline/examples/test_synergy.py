@@ -1,10 +1,11 @@
 """The synergy check (examples/synergy.py): questions answerable from one stream only.
 
-The slow test trains appearance-only, motion-only and full MASN on the synthetic task for three
-seeds and asserts the check's expectations with wide margins (observed values in comments):
-each single-stream model answers its own stream's questions (observed 100 %) and stays near the
-25 % chance on the other's (observed 19-33 % over 72 test questions per type); full MASN answers
-both (observed 100 %); and full MASN's fusion weights lean to the right stream per question type.
+The slow test trains appearance-only, motion-only and full MASN on the synthetic task (seed 0;
+seeds 0-5 were measured for the margins) and asserts the check's expectations with wide margins
+(observed values in comments): each single-stream model answers its own stream's questions
+(observed 100 %) and stays near the 25 % chance on the other's (observed 19-33 % over 72 test
+questions per type); full MASN answers both (observed 100 %); and full MASN's fusion weights lean
+to the right stream per question type.
 """
 
 from __future__ import annotations
@@ -154,11 +155,8 @@ def test_cli_prints_json_then_the_table(tmp_path, capsys, one_thread):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_each_stream_answers_only_its_own_questions_and_alpha_leans_to_it(
-    seed, tmp_path, one_thread
-):
-    """Asserted, per seed (defaults: 240 videos, 72 test questions per type, 6 epochs):
+def test_each_stream_answers_only_its_own_questions_and_alpha_leans_to_it(tmp_path, one_thread):
+    """Asserted (defaults: 240 videos, 72 test questions per type, 6 epochs):
 
     - appearance-only: >= 90 % on appearance questions, <= 50 % on motion questions;
     - motion-only: >= 90 % on motion questions, <= 50 % on appearance questions;
@@ -167,7 +165,7 @@ def test_each_stream_answers_only_its_own_questions_and_alpha_leans_to_it(
       alpha[appearance-centred](appearance Qs) - alpha[appearance-centred](motion Qs) >= 0.1 and
       alpha[motion-centred](motion Qs) - alpha[motion-centred](appearance Qs) >= 0.1.
     """
-    result = run_synergy(SynergySettings(out=tmp_path, seed=seed, device="cpu"))
+    result = run_synergy(SynergySettings(out=tmp_path, seed=0, device="cpu"))
     accuracy = result["accuracy"]
     assert result["test_questions_per_type"] == 72
     single = {"appearance-only": "appearance", "motion-only": "motion"}

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from masn.datasets import task_spec
+from masn.datasets.annotations import QARow
 from masn.extract.store.reader import FeatureStore
-from masn.pipeline.qa.annotations import QARow
 from masn.pipeline.qa.answer_set import AnswerSet
-from masn.pipeline.qa.datasets import QADataset, encode_questions
 from masn.pipeline.qa.loading import Loading, StepSampler, evaluation_batches, loader
-from masn.pipeline.qa.tasks import task_spec
+from masn.pipeline.qa.questions import QADataset, encode_questions
 from masn.pipeline.qa.text import Vocabulary, clean_tokens
 from tests.builders import random_record, write_store
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from masn.pipeline.qa.annotations import QARow
-from masn.pipeline.qa.datasets import Questions
+from masn.datasets.annotations import QARow
+from masn.pipeline.qa.questions import Questions
 from masn.pipeline.training.baseline import majority_baseline, mean_baseline
 
 

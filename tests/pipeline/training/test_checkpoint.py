@@ -6,14 +6,24 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from masn.errors import InvalidInput, MissingInput
+from masn.pipeline.answering.answer import figure_path
+from masn.pipeline.answering.settings import AnswerSettings
 from masn.pipeline.cli import main
-from masn.pipeline.training.checkpoint import FORMAT, load_checkpoint, load_predictor
+from masn.pipeline.training.checkpoint import (
+    FORMAT,
+    checkpoint_file,
+    load_checkpoint,
+    load_predictor,
+)
+from masn.pipeline.training.settings import BEST
 from tests.builders import make_checkpoint
 
 
@@ -69,6 +79,31 @@ def test_a_damaged_or_foreign_checkpoint_is_refused_naming_it(good, tmp_path, ho
 def test_a_missing_checkpoint_names_what_writes_one(tmp_path):
     with pytest.raises(MissingInput, match=r"masn train writes RUN/best\.pt"):
         load_checkpoint(tmp_path / "best.pt")
+
+
+def test_a_run_folder_stands_for_its_best_checkpoint(good, tmp_path):
+    """One resolver: masn.load, masn evaluate and masn answer take a run folder or a file."""
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(good, run / BEST)
+    assert checkpoint_file(run) == run / BEST and checkpoint_file(good) == good
+    assert load_predictor(run).vocabulary == load_predictor(good).vocabulary
+    video = tmp_path / "clip.mp4"
+    answer = AnswerSettings(video=video, question="what?", checkpoint=run)
+    assert figure_path(answer) == run / "answers" / "clip.answer.png"
+    with pytest.raises(MissingInput, match=r"has no best\.pt: give a run folder of masn train"):
+        checkpoint_file(tmp_path)
+
+
+def test_evaluate_prints_the_settings_it_will_use(good, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(good, run / BEST)
+    assert main(["evaluate", "--checkpoint", str(run), "--split", "val", "--print-config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["checkpoint"] == str(run / BEST) and printed["out"] == str(run / "evaluate-val")
+    assert (printed["batch_size"], printed["precision"], printed["seed"]) == (32, "fp32", 999)
+    assert printed["features"] == str(Path("features/folder.h5").resolve())  # the default
 
 
 @pytest.mark.parametrize("command", ["evaluate", "answer"])

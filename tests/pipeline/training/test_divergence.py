@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from masn.datasets import task_spec
+from masn.datasets.annotations import QARow
 from masn.model import MASN, MASNConfig
-from masn.pipeline.qa.annotations import QARow
 from masn.pipeline.qa.answer_set import AnswerSet
-from masn.pipeline.qa.datasets import Batch, encode_questions
-from masn.pipeline.qa.tasks import task_spec
+from masn.pipeline.qa.questions import Batch, encode_questions
 from masn.pipeline.qa.text import Vocabulary, clean_tokens
 from masn.pipeline.training.distributed import Process
 from masn.pipeline.training.divergence import (

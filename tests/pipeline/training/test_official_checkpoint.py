@@ -18,7 +18,7 @@ from masn.extract.store.reader import FeatureStore
 from masn.extract.store.schema import VideoRecord
 from masn.model.official import forward_official, read_official_checkpoint
 from masn.pipeline.cli import main
-from masn.pipeline.qa.datasets import encode_question
+from masn.pipeline.qa.questions import encode_question
 from masn.pipeline.qa.text import official_tokens, tokeniser
 from masn.pipeline.training.checkpoint import load_predictor
 from tests.builders import synthetic_record, write_store
@@ -102,7 +102,7 @@ def test_an_imported_model_answers_as_the_official_one(tmp_path, capsys):
     result = masn.load(out.parent, device="cpu").answer(record, QUESTION)
 
     inputs = official_inputs(record, ids, length)
-    logits = forward_official(read_official_checkpoint(checkpoint), "FrameQA", inputs)[0]
+    logits = forward_official(read_official_checkpoint(checkpoint), "open_ended", inputs)[0]
     scores = torch.from_numpy(logits).softmax(-1).numpy()
     order = np.argsort(-scores)
     assert result.answer == ANSWERS[order[0]]
@@ -192,5 +192,5 @@ def test_masn_evaluate_scores_an_imported_model_like_the_official_forward(tmp_pa
     with FeatureStore(store) as features:
         for line in predictions:
             record = features.read(line["video"])
-            logits = forward_official(official, "FrameQA", official_inputs(record, ids, length))
+            logits = forward_official(official, "open_ended", official_inputs(record, ids, length))
             assert line["prediction"] == ANSWERS[int(np.argmax(logits[0]))], line["video"]

@@ -12,8 +12,8 @@ import torch
 from masn.extract.store.schema import VideoRecord
 from masn.model.scaling import SCALED_FIELDS
 from masn.pipeline.examples.planted import SyntheticShape, write_synthetic
-from masn.pipeline.qa.datasets import Questions
 from masn.pipeline.qa.loading import Loading
+from masn.pipeline.qa.questions import Questions
 from masn.pipeline.training import standardize
 from masn.pipeline.training.checkpoint import load_checkpoint, load_predictor
 from masn.pipeline.training.settings import TrainSettings

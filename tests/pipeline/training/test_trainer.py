@@ -26,7 +26,7 @@ from masn.pipeline.training.distributed import Process
 from masn.pipeline.training.divergence import Diverged
 from masn.pipeline.training.evaluate import run_evaluate
 from masn.pipeline.training.settings import EvaluateSettings, TrainSettings
-from masn.pipeline.training.trainer import Trainer, adam, train
+from masn.pipeline.training.trainer import Trainer, adam, train, training_task
 from tests.builders import child_env, masn_command
 
 HEADS = ("open_ended", "count", "multiple_choice")
@@ -296,12 +296,8 @@ def test_cli_train_and_evaluate(collections, tmp_path, capsys):
     assert report["task"] == "custom" and "mse" in report["test"]
     recorded = settings.load(TrainSettings, out / "config.yaml")
     assert (recorded.task, recorded.epochs, recorded.out) == ("custom", 1, out)
-    assert (
-        main(
-            ["evaluate", "--checkpoint", str(out / "best.pt"), "--device", "cpu", "--workers", "0"]
-        )
-        == 0
-    )
+    # The run folder stands for its best.pt.
+    assert main(["evaluate", "--checkpoint", str(out), "--device", "cpu", "--workers", "0"]) == 0
     evaluated = json.loads(capsys.readouterr().out)
     assert evaluated["masn"] == report["test"]
     assert (out / "evaluate-test" / "predictions.jsonl").is_file()
@@ -337,7 +333,7 @@ def _store_for(keys: list[str], path: Path) -> Path:
 def test_tgif_tasks_train_on_real_annotation_rows(shared_dir, tmp_path, task, caplog):
     """Real TGIF-QA rows (the first 300 of the test file, standing in for train and test) with
     features for the GIFs of 200 of them: the rest are reported missing, the run completes."""
-    from masn.pipeline.qa.annotations import read_tgif
+    from masn.datasets.tgif import read_tgif
 
     source = shared_dir / "data" / "tgif-qa" / f"Test_{task}_question.csv"
     lines = source.read_text(encoding="utf-8").splitlines(keepends=True)[:301]
@@ -523,7 +519,7 @@ def test_the_divergence_watch_never_waits_for_the_gpu(collections, tmp_path):
         features=str(store),
         out=str(tmp_path / "run"),
     )
-    trainer = Trainer(config, Process(), torch.device("cuda"))
+    trainer = Trainer(config, training_task(config), Process(), torch.device("cuda"))
     dataset, sampler = trainer.train_data()
     batches = [
         b.to(trainer.device)

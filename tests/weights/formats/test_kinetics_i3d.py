@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from masn.extract.networks.i3d import MotionFeatures
+from masn.extract.networks.backbones import build_backbone
+from masn.extract.settings import ExtractionConfig
 from masn.weights.formats.registry import convert
 from masn.weights.formats.source_tensors import ConversionError
 from tests.weights.published import caffe2_i3d_layout, write_py2_pickle
@@ -17,7 +18,7 @@ from tests.weights.published import caffe2_i3d_layout, write_py2_pickle
 
 def test_caffe2_i3d_loads_strictly_with_tushar_names(files, converted) -> None:
     state, (_, blobs) = converted["caffe2_i3d"], files["caffe2_i3d"]
-    MotionFeatures("nonlocal").load_state_dict(state, strict=True)
+    build_backbone("motion", "nonlocal", ExtractionConfig()).load_state_dict(state, strict=True)
     renames = [
         (r"^conv1_w$", "conv1.weight"),
         (r"^res_conv1_bn_", "bn1."),
@@ -51,7 +52,8 @@ def test_pytorchvideo_i3d_keeps_names_under_network(files, converted) -> None:
 
 def test_pytorchvideo_i3d_loads_strictly(converted) -> None:
     pytest.importorskip("pytorchvideo", reason="our pytorchvideo layout needs pytorchvideo")
-    MotionFeatures("pytorchvideo").load_state_dict(converted["pytorchvideo_i3d"], strict=True)
+    network = build_backbone("motion", "pytorchvideo", ExtractionConfig())
+    network.load_state_dict(converted["pytorchvideo_i3d"], strict=True)
 
 
 def test_unknown_extra_key_is_refused(tmp_path, files) -> None:

@@ -27,7 +27,7 @@ from masn.weights.verification import VerificationError, read_lock
 from tests.weights.http_server import make_entry
 
 NETWORK_FORMATS = {"detectron2_pkl", "hf_frcnn", "milvlg_bua", "caffe2_i3d"}
-NETWORK_FORMATS |= {"pytorchvideo_i3d", "torchvision_resnet"}
+NETWORK_FORMATS |= {"pytorchvideo_i3d", "torchvision_resnet", "openai_clip"}
 TOY = "toy_json"
 
 
@@ -50,12 +50,17 @@ def test_every_model_format_has_a_converter() -> None:
     assert all(get_format(name).converter is not None for name in models)
 
 
-def test_i3d_formats_name_the_backbone_they_fill() -> None:
-    layouts = {name: get_format(name).layout for name in format_names()}
-    assert layouts["caffe2_i3d"] == "nonlocal" and layouts["pytorchvideo_i3d"] == "pytorchvideo"
-    assert {layouts[name] for name in NETWORK_FORMATS - {"caffe2_i3d", "pytorchvideo_i3d"}} == {
-        None
-    }
+def test_network_formats_name_the_network_they_fill() -> None:
+    filled = {name: (get_format(name).role, get_format(name).backbone) for name in format_names()}
+    assert filled["caffe2_i3d"] == ("motion", "nonlocal")
+    assert filled["pytorchvideo_i3d"] == ("motion", "pytorchvideo")
+    assert filled["torchvision_resnet"] == ("appearance", "resnet152")
+    assert filled["openai_clip"] == ("appearance", "clip-vit-b16")
+    for name in ("detectron2_pkl", "hf_frcnn", "milvlg_bua"):
+        assert filled[name] == ("detector", "vg-frcnn")
+    assert filled["glove_zip"] == filled["glove_text"] == ("glove", None)
+    with pytest.raises(ValueError, match="name the motion network it fills"):
+        weights_format("x3d_pkl", role="motion")
 
 
 def test_a_format_of_an_unknown_role_is_refused() -> None:
@@ -80,7 +85,7 @@ def read_toy(path: Path) -> dict[str, torch.Tensor]:
 
 @pytest.fixture
 def toy_format() -> Iterator[str]:
-    weights_format(TOY, role="i3d", layout="toy")(read_toy)
+    weights_format(TOY, role="motion", backbone="toy")(read_toy)
     yield TOY
     FORMATS.remove(TOY)
 
@@ -89,7 +94,7 @@ def test_a_toy_format_goes_through_fetch_conversion_and_installation(
     toy_format: str, tmp_path: Path
 ) -> None:
     assert toy_format in format_names()
-    entry = make_entry(["http://127.0.0.1:9/unreachable"], role="i3d", format=toy_format)
+    entry = make_entry(["http://127.0.0.1:9/unreachable"], role="motion", format=toy_format)
     path = tmp_path / entry.filename
     path.write_text("not json")
     with pytest.raises(VerificationError, match="not a toy weights file"):
@@ -104,8 +109,8 @@ def test_a_toy_format_goes_through_fetch_conversion_and_installation(
     assert torch.equal(convert(toy_format, path)["network.weight"], torch.tensor(weights["weight"]))
 
     record = install(entry, verified, tmp_path)
-    state, installed = read_installed(tmp_path, "i3d")
-    assert record == installed and installed.layout == "toy" and installed.format == toy_format
+    state, installed = read_installed(tmp_path, "motion", "toy")
+    assert record == installed and installed.backbone == "toy" and installed.format == toy_format
     assert torch.equal(state["network.weight"], torch.tensor(weights["weight"]))
 
 
@@ -114,8 +119,8 @@ def test_a_removed_toy_format_is_gone(toy_format: str) -> None:
     try:
         assert toy_format not in format_names()
         with pytest.raises(ValueError, match="format 'toy_json' is not one of"):
-            make_entry(["http://x/a"], role="i3d", format=toy_format)
+            make_entry(["http://x/a"], role="motion", format=toy_format)
         with pytest.raises(KeyError, match="unknown weights format 'toy_json'"):
             get_format(toy_format)
     finally:
-        weights_format(TOY, role="i3d", layout="toy")(read_toy)  # for the fixture to remove
+        weights_format(TOY, role="motion", backbone="toy")(read_toy)  # for the fixture to remove
