@@ -16,7 +16,20 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MASN_SHARED", REPO.parent / "shared"))
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (``make test``) each worker computes on one thread: workers that each
+    start a thread per core slow each other down several-fold (docs/training.md, CPU threads)."""
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        os.environ["OMP_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """GPU tests skip without CUDA. Modules holding slow tests come first, so that parallel
+    workers (``make test`` runs whole files per worker) start the long ones early and finish
+    together."""
+    slow_modules = {item.nodeid.split("::")[0] for item in items if "slow" in item.keywords}
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow_modules)
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device")
