@@ -373,6 +373,29 @@ def answer_extractor(settings: AnswerSettings, predictor: Predictor) -> Extracto
     return extractor
 
 
+def answer_summary(
+    answer: ModelAnswer, video: str, record: VideoRecord, candidates: list[str] | None
+) -> dict[str, Any]:
+    """The JSON of one answer as `masn answer` prints it, less its figure and weights fields
+    (the web app shows the same)."""
+    summary: dict[str, Any] = {
+        "video": video,
+        "question": answer.question,
+        "answer": answer.answer,
+        "top": [[text, score] for text, score in answer.top],
+        "alpha": {name: round(value, DIGITS) for name, value in answer.alpha.items()},
+        "sampled_frames": int(record.appearance.shape[0]) if record.appearance is not None else 0,
+        "frames_used": len(answer.chosen),
+    }
+    if answer.output is not None:
+        summary["count_output"] = round(answer.output, DIGITS)
+    if candidates:
+        summary["candidates"] = list(candidates)
+    if answer.unknown:
+        summary["unknown_words"] = list(answer.unknown)
+    return summary
+
+
 def answer_video(
     settings: AnswerSettings, show: Callable[[dict[str, Any]], None] | None = None
 ) -> dict[str, Any]:
@@ -396,23 +419,8 @@ def answer_video(
     record = extractor.extract(video)
     del extractor  # frees the device for the model
     answer = answer_record(predictor, record, question, candidates, where, fix=None)
-    result: dict[str, Any] = {
-        "video": str(video),
-        "question": answer.question,
-        "answer": answer.answer,
-        "top": [[text, score] for text, score in answer.top],
-        "alpha": {name: round(value, DIGITS) for name, value in answer.alpha.items()},
-        "figure": str(out),
-        "random_weights": random_weights,
-        "sampled_frames": int(record.appearance.shape[0]),
-        "frames_used": len(answer.chosen),
-    }
-    if answer.output is not None:
-        result["count_output"] = round(answer.output, DIGITS)
-    if candidates:
-        result["candidates"] = list(candidates)
-    if answer.unknown:
-        result["unknown_words"] = list(answer.unknown)
+    result = answer_summary(answer, str(video), record, candidates)
+    result.update(figure=str(out), random_weights=random_weights)
     if show is not None:
         show(result)
     frames = frames_at(record.path, record.frame_times[answer.chosen], config.fps, settings.decoder)

@@ -32,9 +32,9 @@ from masn.extract.settings import ExtractionConfig
 from masn.extract.show import frames_at
 from masn.extract.store.schema import VideoRecord
 from masn.pipeline.answering.answer import (
-    DIGITS,
     RANDOM_NOTE,
     ModelAnswer,
+    answer_summary,
     answer_view,
     check_question,
 )
@@ -103,28 +103,6 @@ def attention_maps(model: TrainedModel, answer: ModelAnswer, question: str) -> l
     return maps
 
 
-def summary_of(
-    answer: ModelAnswer, video: str, question: str, candidates: list[str], record: VideoRecord
-) -> dict[str, Any]:
-    """The JSON `masn answer` prints for this answer (without its figure path)."""
-    summary: dict[str, Any] = {
-        "video": video,
-        "question": answer.question or question,
-        "answer": answer.answer,
-        "top": [[text, score] for text, score in answer.top],
-        "alpha": {name: round(value, DIGITS) for name, value in answer.alpha.items()},
-        "sampled_frames": int(record.appearance.shape[0]) if record.appearance is not None else 0,
-        "frames_used": len(answer.chosen),
-    }
-    if answer.output is not None:
-        summary["count_output"] = round(answer.output, DIGITS)
-    if candidates:
-        summary["candidates"] = list(candidates)
-    if answer.unknown:
-        summary["unknown_words"] = list(answer.unknown)
-    return summary
-
-
 class Asker:
     """The runs' models (loaded on first use) and the extractor of uploads."""
 
@@ -167,7 +145,7 @@ class Asker:
         model = self.model(run)
         answer = model.answer(record, question, candidates or None)
         maps = attention_maps(model, answer, question)
-        return Answered(answer, maps, summary_of(answer, record.key, question, candidates, record))
+        return Answered(answer, maps, answer_summary(answer, record.key, record, candidates))
 
     def extractor(self) -> tuple[Extractor, str]:
         """The networks that extract uploads as the store's videos were (built once per store
