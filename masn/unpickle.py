@@ -18,12 +18,13 @@ any other with :class:`UnsafePickleError`. Three kinds of file come here:
 from __future__ import annotations
 
 import codecs
+import contextlib
 import importlib
 import pickle
 import types
 import zipfile
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -245,17 +246,27 @@ def load_pickle(path: str | Path) -> Any:
     for a file that is truncated or not a pickle; both messages name the file.
     """
     path = Path(path)
+    damaged = "{path} is truncated or not a pickle ({cause}); download it again"
+    with _reading(path, damaged), path.open("rb") as file:
+        return RestrictedUnpickler(file, LEGACY_WEIGHTS, encoding="latin1").load()
+
+
+@contextlib.contextmanager
+def _reading(path: Path, damaged: str | None = None) -> Iterator[None]:
+    """Names ``path`` in a refusal. With ``damaged`` (a message with ``{path}`` and ``{cause}``),
+    any failure but an OS or memory error is a damaged file: a damaged pickle or archive can
+    fail in any of the reader's steps."""
     try:
-        with path.open("rb") as file:
-            return RestrictedUnpickler(file, LEGACY_WEIGHTS, encoding="latin1").load()
+        yield
     except UnsafePickleError as error:
         raise UnsafePickleError(f"refusing to load {path}: {error}") from None
     except (OSError, MemoryError):
         raise
-    except Exception as error:  # a damaged pickle can fail in any of the unpickler's steps
-        raise pickle.UnpicklingError(
-            f"{path} is truncated or not a pickle ({root_cause(error)}); download it again"
-        ) from None
+    except Exception as error:
+        if damaged is None:
+            raise
+        cause = root_cause(error)
+        raise pickle.UnpicklingError(damaged.format(path=path, cause=cause)) from None
 
 
 # ---------------------------------------------------------------- official module checkpoints
@@ -283,12 +294,10 @@ def load_module_pickle(path: str | Path) -> Any:
 
     Raises :class:`UnsafePickleError` (naming the file) for any other global.
     """
-    try:
+    with _reading(Path(path)):
         return torch.load(
             path, map_location="cpu", pickle_module=_CHECKPOINT_PICKLE, weights_only=False
         )
-    except UnsafePickleError as error:
-        raise UnsafePickleError(f"refusing to load {path}: {error}") from None
 
 
 def module_state_dict(obj: Any) -> OrderedDict[str, torch.Tensor]:
@@ -371,22 +380,16 @@ def load_torchscript_tensors(path: str | Path) -> dict[str, torch.Tensor]:
     for a damaged archive; both messages name the file.
     """
     path = Path(path)
-    try:
-        with zipfile.ZipFile(path) as archive:
-            root = _archive_root(archive)
-            with archive.open(f"{root}/data.pkl") as file:
-                unpickler = RestrictedUnpickler(file, TORCHSCRIPT)
-                unpickler.persistent_load = _ArchiveStorages(archive, root)
-                module = unpickler.load()
-    except UnsafePickleError as error:
-        raise UnsafePickleError(f"refusing to load {path}: {error}") from None
-    except (OSError, MemoryError):
-        raise
-    except Exception as error:  # a damaged archive can fail in any of the reader's steps
-        raise pickle.UnpicklingError(
-            f"{path} is not a readable TorchScript archive ({root_cause(error)}); it may be "
-            "truncated: download it again"
-        ) from None
+    damaged = (
+        "{path} is not a readable TorchScript archive ({cause}); it may be truncated: "
+        "download it again"
+    )
+    with _reading(path, damaged), zipfile.ZipFile(path) as archive:
+        root = _archive_root(archive)
+        with archive.open(f"{root}/data.pkl") as file:
+            unpickler = RestrictedUnpickler(file, TORCHSCRIPT)
+            unpickler.persistent_load = _ArchiveStorages(archive, root)
+            module = unpickler.load()
     if not isinstance(module, InertObject):
         raise pickle.UnpicklingError(f"{path} holds no TorchScript module")
     tensors: dict[str, torch.Tensor] = {}
