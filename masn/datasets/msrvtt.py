@@ -10,14 +10,9 @@ import re
 
 from masn.datasets.msvd import QUESTION_TYPES, msqa_files, read_msqa
 from masn.datasets.spec import Dataset, OfficialFiles, Published, TaskSpec
-from masn.datasets.video_keys import stem, without_mapping
+from masn.datasets.video_keys import stem_matching, without_mapping
 
 _NAME = re.compile(r"video\d+")
-
-
-def key(relative: str) -> str | None:
-    name = stem(relative)
-    return name if _NAME.fullmatch(name) else None
 
 
 DATASET = Dataset(
@@ -39,7 +34,7 @@ DATASET = Dataset(
     annotations="data/msrvtt-qa",
     split_files=msqa_files,
     read=lambda spec, path: read_msqa(path, "video"),
-    keyer=without_mapping("msrvtt", key),
+    keyer=without_mapping("msrvtt", stem_matching(_NAME)),
     keyed="named videoN.mp4",
     video_extension=".mp4",
     official=OfficialFiles(

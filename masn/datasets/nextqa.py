@@ -21,7 +21,7 @@ from pathlib import Path
 
 from masn.datasets.annotations import AnnotationError, QARow, read_text, shown
 from masn.datasets.spec import SPLITS, Dataset, TaskSpec
-from masn.datasets.video_keys import stem, without_mapping
+from masn.datasets.video_keys import stem_matching, without_mapping
 
 log = logging.getLogger(__name__)
 
@@ -103,11 +103,6 @@ def split_files(spec: TaskSpec, folder: Path) -> dict[str, Path]:
     return {split: folder / f"{split}.csv" for split in SPLITS}
 
 
-def key(relative: str) -> str | None:
-    name = stem(relative)
-    return name if _VIDEO.fullmatch(name) else None
-
-
 DATASET = Dataset(
     name="nextqa",
     title="NExT-QA",
@@ -126,7 +121,7 @@ DATASET = Dataset(
     annotations="data/nextqa",
     split_files=split_files,
     read=lambda spec, path: read_nextqa(path),
-    keyer=without_mapping("nextqa", key),
+    keyer=without_mapping("nextqa", stem_matching(_VIDEO)),
     keyed="named by their VidOR id",
     video_extension=".mp4",
     links={

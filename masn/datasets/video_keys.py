@@ -9,6 +9,7 @@ names keep their keys unchanged.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
@@ -35,6 +36,17 @@ def escape_name(name: str) -> str:
 def stem(relative: str) -> str:
     """The file name of a relative path without its extension."""
     return PurePosixPath(relative).stem
+
+
+def stem_matching(pattern: re.Pattern[str]) -> Keyer:
+    """A keyer for files named by their key: the file name's stem where ``pattern`` matches it
+    in full, else None (the file is skipped)."""
+
+    def key(relative: str) -> str | None:
+        name = stem(relative)
+        return name if pattern.fullmatch(name) else None
+
+    return key
 
 
 def without_mapping(dataset: str, keyer: Keyer) -> Callable[[Path | None], Keyer]:
